@@ -1,0 +1,51 @@
+"""Configuration of the consistency judge, answer composition and mixing."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from pipelines.configbase import Section
+from synth.config import EngineResources
+
+
+class JudgeConfig(EngineResources):
+    model: str = Field(
+        "meta-llama/Meta-Llama-3-8B",
+        description="Text LLM judge: hub id, local path, or tiny://judge for the offline tiny model.",
+    )
+    engine: Literal["vllm", "transformers"] = Field("vllm", description="Judge backend.")
+    prompt: str = Field(
+        "consistency_v1",
+        description="Few-shot prompt: a built-in name (filters/prompts/<name>.txt) or a path to a domain override.",
+    )
+    keep_labels: list[Literal["yes", "no", "open"]] = Field(
+        default_factory=lambda: ["yes"], description="Labels whose tasks are kept (paper: yes only)."
+    )
+    enable_prefix_caching: bool = Field(True, description="Reuse the KV cache of the shared few-shot prefix.")
+    max_model_len: int = Field(8192, ge=64, description="Judge context length; longer items are rejected as too_long.")
+    batch_size: int = Field(64, ge=1, description="Triplet-bearing rows per judge call.")
+
+
+class ComposeConfig(Section):
+    mode: Literal["combined", "precise", "informative", "unfiltered"] = Field(
+        "combined",
+        description=(
+            "Training answer: 'combined' (informative, informative+precise or chain-of-thought, the default), "
+            "'precise', 'informative', or 'unfiltered' (combined answers without the judge filter)."
+        ),
+    )
+
+
+class MixConfig(Section):
+    strategy: Literal["single_stage", "synthetic_only", "caption_only", "two_stage"] = Field(
+        "single_stage",
+        description="How caption and synthetic tasks form conversations; two_stage exports captions then synthetic.",
+    )
+    caption_position: Literal["random", "first", "last"] = Field(
+        "random", description="Where the caption turn goes in a mixed conversation (random is seeded by id)."
+    )
+    general_input: str | None = Field(None, description="Optional general (non-domain) conversations to mix in.")
+    general_fraction: float = Field(0.0, ge=0, le=1, description="Fraction of general rows relative to domain rows.")
+    seed: int = Field(0, description="Seed for every random choice in mixing (combined with the row id).")

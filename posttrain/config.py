@@ -1,0 +1,75 @@
+"""Configuration of post-training (single-stage SFT, momentum proxy, VITask, synthesizer tuning)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from pipelines.configbase import Section
+
+
+class LoraSettings(Section):
+    enabled: bool = Field(False, description="Train LoRA adapters (peft) instead of full weights.")
+    r: int = Field(16, ge=1, description="LoRA rank.")
+    alpha: int = Field(32, ge=1, description="LoRA alpha.")
+    dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+        description="Module name suffixes that get adapters.",
+    )
+
+
+class MomentumProxySettings(Section):
+    num_tokens: int = Field(8, ge=1, description="Number of learnable proxy instruction embeddings.")
+    momentum: float = Field(0.999, ge=0, lt=1, description="EMA momentum of the proxy used in the forward pass.")
+    warmup_steps: int = Field(50, ge=0, description="Phase 1 steps that train only the proxy.")
+    shuffle_responses: bool = Field(True, description="Permute the delimited segments of each target every epoch.")
+    delimiter: str = Field(",", min_length=1, description="Segment delimiter for response shuffling.")
+
+
+class VITaskSettings(Section):
+    tsm: str | None = Field(None, description="Task-specific model: hub id/path of an image classifier, tiny://tsm, or 'module:attr'.")
+    connector: Literal["add", "append"] = Field("add", description="Exemplar prompting: add TSM features to image features, or append them as tokens.")
+    rda_weight: float = Field(1.0, ge=0, description="Weight a of L_RDA in stage 1.")
+    crt_weight: float = Field(1.0, ge=0, description="Weight b of L_CRT in stage 2.")
+    stage1_epochs: float = Field(1.0, gt=0, description="Epochs of stage 1 (connector + L_van + L_EP + a*L_RDA).")
+    stage2_epochs: float = Field(1.0, ge=0, description="Epochs of stage 2 (connector frozen, + b*L_CRT).")
+
+
+class TrainConfig(Section):
+    enabled: bool = Field(False, description="Run post-training when the 'train' stage is selected.")
+    method: Literal["sft", "momentum_proxy", "vitask", "synthesizer"] = Field(
+        "sft", description="Post-training method."
+    )
+    model: str = Field("Qwen/Qwen2-VL-2B-Instruct", description="Target VLM: hub id, local path or tiny://vlm.")
+    epochs: float = Field(1.0, gt=0, description="Training epochs (published default: one).")
+    learning_rate: float = Field(1e-5, gt=0, description="Peak learning rate (published range 1e-5..2e-5).")
+    lr_vision: float | None = Field(None, gt=0, description="Learning rate of the vision encoder (None: learning_rate).")
+    lr_projector: float | None = Field(None, gt=0, description="Learning rate of the projector (None: learning_rate).")
+    lr_language: float | None = Field(None, gt=0, description="Learning rate of the language model (None: learning_rate).")
+    freeze_vision: bool = Field(False, description="Freeze the vision encoder.")
+    freeze_projector: bool = Field(False, description="Freeze the projector/connector.")
+    freeze_language: bool = Field(False, description="Freeze the language model.")
+    lr_scheduler: Literal["cosine", "linear", "constant"] = Field("cosine", description="Learning-rate schedule.")
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Warmup fraction of steps (published 3-10%).")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    batch_size: int = Field(8, ge=1, description="Examples per device per step.")
+    grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps.")
+    max_length: int = Field(4096, ge=16, description="Token limit per example; longer ones are truncated in text only, or skipped.")
+    group_by_length: bool = Field(True, description="Batch examples of similar length to cut padding.")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
+    precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="bf16 where supported under 'auto'.")
+    num_workers: int = Field(1, ge=1, description="Ray Train workers (one per GPU, or CPU processes).")
+    use_gpu: bool | None = Field(None, description="Train on GPUs; None detects.")
+    strategy: Literal["ddp", "fsdp"] = Field("ddp", description="Distributed strategy across workers.")
+    save_every_steps: int = Field(500, ge=1, description="Checkpoint interval in optimizer steps.")
+    seed: int = Field(0, description="Training seed.")
+    lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA settings.")
+    momentum_proxy: MomentumProxySettings = Field(
+        default_factory=MomentumProxySettings, description="Instruction-free momentum-proxy tuning."
+    )
+    vitask: VITaskSettings = Field(default_factory=VITaskSettings, description="VITask objectives.")
+    blank_image_fraction: float = Field(
+        0.1, ge=0, le=1, description="Synthesizer tuning: fraction of images replaced by a blank image."
+    )
