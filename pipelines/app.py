@@ -55,7 +55,8 @@ def summary(out: Path) -> str:
 
     m = json.loads((out / "manifest.json").read_text()) if (out / "manifest.json").exists() else {"stages": {}}
     lines = [f"done: {out}"]
-    for stage, c in m["stages"].items():
+    order = ["read", "ingest", "synth", "judge", "compose", "mix", "dedup"]
+    for stage, c in sorted(m["stages"].items(), key=lambda kv: (order + [kv[0]]).index(kv[0])):
         lines.append(f"  {stage:<8} in {c['in']:>6}  out {c['out']:>6}  rejected {c['rejected']:>6}")
     lines += [
         f"  dataset  {out / 'data'}",

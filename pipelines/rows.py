@@ -24,6 +24,7 @@ BASE_COLUMNS: dict[str, Any] = {
     "source_id": "",  # where the row came from: "<file>#<index>" or "<shard>#<key>"
     "image": b"",  # image bytes: raw from the source, normalized RGB PNG/JPEG after ingest
     "image_path": "",  # image path as written in the source ("" when bytes are embedded)
+    "image_root": "",  # absolute folder image_path is relative to ("" when bytes are embedded)
     "caption": "",  # ground-truth caption (assistant turn of the caption task)
     "user_prompt": "",  # user turn of the caption task, "<image>" tag removed
     "reject_stage": "",  # "" while the row is accepted

@@ -26,6 +26,7 @@ class MomentumProxySettings(Section):
     warmup_steps: int = Field(50, ge=0, description="Phase 1 steps that train only the proxy.")
     shuffle_responses: bool = Field(True, description="Permute the delimited segments of each target every epoch.")
     delimiter: str = Field(",", min_length=1, description="Segment delimiter for response shuffling.")
+    learning_rate: float | None = Field(None, gt=0, description="Learning rate of the proxy (None: train.learning_rate).")
 
 
 class VITaskSettings(Section):
@@ -35,6 +36,17 @@ class VITaskSettings(Section):
     crt_weight: float = Field(1.0, ge=0, description="Weight b of L_CRT in stage 2.")
     stage1_epochs: float = Field(1.0, gt=0, description="Epochs of stage 1 (connector + L_van + L_EP + a*L_RDA).")
     stage2_epochs: float = Field(1.0, ge=0, description="Epochs of stage 2 (connector frozen, + b*L_CRT).")
+    connector_tokens: int = Field(1, ge=1, description="Exemplar tokens the 'append' connector inserts per image.")
+    tsm_feature: Literal["pooled", "cls", "mean", "logits"] = Field(
+        "pooled", description="TSM feature: classifier-head input, first token, token mean, or class logits."
+    )
+    van_weight: float = Field(1.0, ge=0, description="Weight of L_van (plain next-token CE).")
+    ep_weight: float = Field(1.0, ge=0, description="Weight of L_EP (next-token CE with exemplars).")
+    crt_score: Literal["logit", "logprob"] = Field(
+        "logprob",
+        description="CRT token score compared across images: log-probability of the target token (default; "
+        "invariant to logit scaling) or its raw logit.",
+    )
 
 
 class TrainConfig(Section):
@@ -57,6 +69,11 @@ class TrainConfig(Section):
     batch_size: int = Field(8, ge=1, description="Examples per device per step.")
     grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps.")
     max_length: int = Field(4096, ge=16, description="Token limit per example; longer ones are truncated in text only, or skipped.")
+    truncate_final_turn: bool = Field(
+        False, description="Cut an over-long example inside its final assistant turn (text only) instead of skipping it."
+    )
+    dataloader_workers: int = Field(0, ge=0, description="DataLoader worker processes that encode examples.")
+    keep_checkpoints: int = Field(2, ge=1, description="Most recent checkpoints kept on disk.")
     group_by_length: bool = Field(True, description="Batch examples of similar length to cut padding.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
     precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="bf16 where supported under 'auto'.")

@@ -10,6 +10,9 @@ from pipelines.configbase import Section
 
 
 class EngineResources(Section):
+    engine: Literal["vllm", "transformers"] = Field(
+        "vllm", description="Generation backend: 'vllm', or 'transformers' for machines without vLLM."
+    )
     replicas: int = Field(1, ge=1, description="Actor pool size: engine replicas running in parallel.")
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs per engine replica (vLLM tensor parallelism).")
     batch_size: int = Field(32, ge=1, description="Rows per map_batches call sent to one engine.")
@@ -44,6 +47,13 @@ class SynthConfig(EngineResources):
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass (ignored when greedy).")
     max_tokens: int = Field(512, ge=1, description="Maximum new tokens per image (published default 512).")
     seed: int = Field(0, description="Sampling seed.")
+    use_source_prompt: bool = Field(
+        False,
+        description=(
+            "Ask the caption turn with the row's user_prompt instead of the preset's caption hint "
+            "('Describe the image.', what the published synthesizer was trained on)."
+        ),
+    )
     max_model_len: int = Field(4096, ge=64, description="Engine context length; longer prompts are rejected as too_long.")
     max_pixels: int = Field(
         336 * 336 * 4, ge=64, description="Images above this many pixels are downscaled (aspect kept) before the engine."

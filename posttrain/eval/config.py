@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from pipelines.configbase import Section
+from synth.config import EngineResources
 
 
 class EvalConfig(Section):
@@ -17,3 +18,9 @@ class EvalConfig(Section):
     max_tokens: int = Field(256, ge=1, description="Maximum new tokens per answer (greedy decoding).")
     batch_size: int = Field(32, ge=1, description="Prompts per generation call.")
     limit: int | None = Field(None, ge=1, description="Evaluate at most this many examples per task.")
+    split: str = Field("test", description="Benchmark split to evaluate.")
+    max_model_len: int = Field(4096, ge=64, description="Engine context length; longer prompts are rejected as too_long.")
+    resources: EngineResources = Field(
+        default_factory=lambda: EngineResources(gpu_memory_utilization=0.3),
+        description="Engine resources (device, dtype, memory fraction; 0.3 suits vLLM on CPU).",
+    )

@@ -1,0 +1,195 @@
+"""Consistency judge (AdaMLLM consistency filter): does the precise answer follow from the informative one?
+
+A text LLM reads a few-shot prompt (filters/prompts/<name>.txt, or a domain override file) ending in
+"Label:" and is constrained to answer Yes, No or Open. The chosen label's probability
+(exp of its log-prob) is recorded as `score`. Tasks whose label is in `judge.keep_labels` stay in
+`tasks`; the others move to `task_rejects` (judge_no / judge_open). In compose mode 'unfiltered'
+every task stays (labels are still recorded, for the statistics).
+
+The few-shot part is identical for every item and comes first, so with prefix caching the engine
+computes its KV cache once per replica.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pipelines.config import RunConfig
+from pipelines.rows import add_count, add_task_rejects, get_tasks, set_tasks
+from pipelines.stage import Stage
+from synth.engines import Engine, GenRequest, GenResult, SamplingSettings
+
+log = logging.getLogger(__name__)
+
+# Structured-choice strings. The prompt ends with "Label:", so each label follows a space.
+CHOICES = (" Yes", " No", " Open")
+LABELS = tuple(c.strip().lower() for c in CHOICES)
+PLACEHOLDERS = ("instruction", "informative", "precise")
+_PLACEHOLDER = re.compile(r"\{(instruction|informative|precise)\}")
+
+
+def load_prompt(name_or_path: str) -> str:
+    """Template text: a built-in name (filters/prompts/<name>.txt) or a path to a domain override file."""
+    if name_or_path.endswith(".txt") or "/" in name_or_path:
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"judge prompt file {name_or_path!r} does not exist")
+        text = path.read_text(encoding="utf-8")
+    else:
+        res = resources.files("filters") / "prompts" / f"{name_or_path}.txt"
+        if not res.is_file():
+            names = sorted(p.name[:-4] for p in (resources.files("filters") / "prompts").iterdir()
+                           if p.name.endswith(".txt"))
+            raise FileNotFoundError(f"unknown judge prompt {name_or_path!r}: built-ins are {names} (or give a path)")
+        text = res.read_text(encoding="utf-8")
+    check_template(text, name_or_path)
+    return text.rstrip()
+
+
+def check_template(text: str, name: str = "template") -> None:
+    """Each placeholder exactly once, all after the shared few-shot part (so the prefix can be cached)."""
+    for p in PLACEHOLDERS:
+        n = text.count("{" + p + "}")
+        if n != 1:
+            raise ValueError(f"judge prompt {name!r} must contain {{{p}}} exactly once, found {n}")
+    if not text.rstrip().endswith("Label:"):
+        raise ValueError(f"judge prompt {name!r} must end with 'Label:' (the label is generated after it)")
+
+
+def render(template: str, instruction: str, informative: str, precise: str) -> str:
+    """Fill the item in one pass, so braces inside the item text are never re-substituted."""
+    values = {"instruction": instruction.strip(), "informative": informative.strip(), "precise": precise.strip()}
+    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
+
+
+def shared_prefix(template: str) -> str:
+    """The part of the prompt every item shares (everything before the first placeholder)."""
+    return template[: _PLACEHOLDER.search(template).start()]
+
+
+def label_of(result: GenResult) -> str | None:
+    """Lower-cased label of a structured-choice result, or None when the text is not one of the labels."""
+    label = result.text.strip().lower()
+    return label if label in LABELS else None
+
+
+def score_of(result: GenResult) -> float | None:
+    """Probability of the chosen label: exp of its log-prob (None when the engine gave none)."""
+    return None if result.choice_logprob is None else math.exp(result.choice_logprob)
+
+
+def _reject(task: dict[str, Any], reason: str, detail: str, label: str = "", score: float | None = None) -> dict:
+    return {
+        "stage": "judge",
+        "reason": reason,
+        "detail": detail,
+        "instruction": task.get("instruction", ""),
+        "precise": task.get("precise", ""),
+        "informative": task.get("informative", ""),
+        "label": label,
+        "score": score,
+    }
+
+
+class ConsistencyJudge(Stage):
+    """Labels every task of every active row; keeps `keep_labels`, rejects the rest."""
+
+    name = "judge"
+    requires = {"id": "stable row id", "tasks": "JSON list of synthetic tasks (instruction, informative, precise)"}
+    adds = {"task_rejects": "[]"}
+
+    def __init__(self, cfg: RunConfig, engine: Engine | None = None):
+        jc = cfg.judge
+        self.template = load_prompt(jc.prompt)
+        self.keep = set(jc.keep_labels)
+        self.filter = cfg.compose.mode != "unfiltered"
+        self.max_model_len = jc.max_model_len
+        self.engine = engine if engine is not None else self._build_engine(cfg)
+        tok = self.engine.tokenizer
+        self._choice_tokens = max(len(tok(c, add_special_tokens=False)["input_ids"]) for c in CHOICES)
+
+    @staticmethod
+    def _build_engine(cfg: RunConfig) -> Engine:
+        from pipelines.tiny import resolve_model
+        from synth.engines import make_engine
+
+        jc = cfg.judge
+        return make_engine(
+            resolve_model(jc.model),
+            jc,
+            sampling=SamplingSettings(max_tokens=8, temperature=0.0, seed=cfg.seed),
+            multimodal=False,
+            max_model_len=jc.max_model_len,
+            enable_prefix_caching=jc.enable_prefix_caching,
+        )
+
+    def process(self, rows: list[dict[str, Any]]) -> None:
+        # One engine call for all tasks of the batch; results go back by (row, task index).
+        requests: list[GenRequest] = []
+        where: list[tuple[int, int]] = []
+        too_long: dict[tuple[int, int], int] = {}
+        tasks_per_row = [get_tasks(r) for r in rows]
+        for ri, tasks in enumerate(tasks_per_row):
+            for ti, t in enumerate(tasks):
+                req = GenRequest(
+                    prompt=render(self.template, t.get("instruction") or "", t.get("informative") or "",
+                                  t.get("precise") or ""),
+                    choices=list(CHOICES),
+                )
+                n = self.engine.count_prompt_tokens(req)
+                if n + self._choice_tokens + 1 > self.max_model_len:
+                    too_long[(ri, ti)] = n
+                    continue
+                requests.append(req)
+                where.append((ri, ti))
+        results = dict(zip(where, self.engine.generate(requests), strict=True))
+        for ri, (row, tasks) in enumerate(zip(rows, tasks_per_row, strict=True)):
+            kept, rejects = [], []
+            for ti, task in enumerate(tasks):
+                key = (ri, ti)
+                if key in too_long:
+                    detail = f"judge prompt has {too_long[key]} tokens, max_model_len is {self.max_model_len}"
+                    self._decide(task, None, None, kept, rejects, "too_long", detail)
+                    continue
+                res = results[key]
+                label, score = label_of(res), score_of(res)
+                if label is None:
+                    self._decide(task, None, score, kept, rejects, "unparseable", f"judge said {res.text[:200]!r}")
+                    continue
+                self._decide(task, label, score, kept, rejects, f"judge_{label}", "")
+            set_tasks(row, kept)
+            add_task_rejects(row, rejects)
+            add_count(row, self.name, n_in=len(tasks), n_out=len(kept), n_rejected=len(rejects))
+
+    def _decide(self, task: dict, label: str | None, score: float | None, kept: list, rejects: list,
+                reason: str, detail: str) -> None:
+        """Keep or reject one task. Unfiltered mode keeps everything, even tasks the judge could not label."""
+        if not self.filter or (label is not None and label in self.keep):
+            kept.append({**task, "label": label or "", "score": score})
+        else:
+            rejects.append(_reject(task, reason, detail, label or "", score))
+
+    @classmethod
+    def ray_options(cls, cfg: RunConfig) -> dict[str, Any]:
+        import ray.data
+
+        from synth.engines import resolve_device
+
+        jc = cfg.judge
+        opts: dict[str, Any] = {
+            "compute": ray.data.ActorPoolStrategy(size=jc.replicas),
+            "batch_size": jc.batch_size,
+        }
+        if resolve_device(jc) == "cuda":
+            opts["num_gpus"] = jc.tensor_parallel_size
+        else:
+            opts["num_cpus"] = jc.num_cpus
+        return opts
+
+    def close(self) -> None:
+        self.engine.close()

@@ -1,0 +1,1 @@
+"""Data files for the offline tiny models (tokenizer corpus, chat template)."""

@@ -1,0 +1,147 @@
+"""Synth stage: image + caption -> synthesizer text -> {instruction, precise, informative} triplets.
+
+One batched engine call per batch. Task-level outcomes never drop the row: a prompt that cannot fit
+the engine (`too_long`; image placeholder tokens are never truncated), output without a complete
+precise/informative pair (`unparseable`, raw text kept) and instructions seen with one hint only
+(`unpaired`) go to `task_rejects`; the image flows on with its caption task either way.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar
+
+from pipelines.config import RunConfig
+from pipelines.images import ImageRejected, decode_image, resize_max_pixels
+from pipelines.rows import add_count, add_task_rejects, set_tasks
+from pipelines.stage import Stage
+from synth.engines import Engine, GenRequest, SamplingSettings, make_engine, resolve_device
+from synth.parse import ParseResult, parse_output
+from synth.prompt import load_preset, render_prompt
+
+log = logging.getLogger(__name__)
+
+STAGE = "synth"
+
+
+def sampling_settings(cfg: RunConfig) -> SamplingSettings:
+    s = cfg.synth
+    preset = load_preset(s.preset)
+    return SamplingSettings(
+        max_tokens=s.max_tokens,
+        temperature=s.temperature,
+        top_p=s.top_p,
+        seed=s.seed,
+        stop=list(preset.stop),
+        skip_special_tokens=preset.skip_special_tokens,
+        ignore_eos=preset.ignore_eos,
+    )
+
+
+class SynthStage(Stage):
+    """Visual instruction synthesis with the engine named by `cfg.synth.engine`.
+
+    `engine=` is the injection hook for tests and benchmarks: any object with `generate`,
+    `count_prompt_tokens` and `processor` (None is fine for `render: template` presets).
+    """
+
+    name: ClassVar[str] = STAGE
+    requires: ClassVar[dict[str, str]] = {
+        "image": "normalized RGB PNG bytes (from ingest)",
+        "caption": "ground-truth caption",
+        "user_prompt": "caption task's user turn (used with synth.use_source_prompt)",
+    }
+    adds: ClassVar[dict[str, Any]] = {"synth_text": "", "n_prompt_tokens": 0, "n_output_tokens": 0}
+
+    def __init__(self, cfg: RunConfig, engine: Engine | None = None) -> None:
+        from pipelines.tiny import resolve_model
+
+        self.cfg = cfg
+        self.preset = load_preset(cfg.synth.preset)
+        self.max_image_pixels = cfg.input.max_image_pixels
+        if engine is None:
+            engine = make_engine(
+                resolve_model(cfg.synth.model),
+                cfg.synth,
+                sampling=sampling_settings(cfg),
+                multimodal=True,
+                max_model_len=cfg.synth.max_model_len,
+                limit_images=1,
+            )
+        self.engine = engine
+
+    @classmethod
+    def ray_options(cls, cfg: RunConfig) -> dict[str, Any]:
+        """map_batches kwargs: one engine per actor, GPUs per actor = tensor parallel size on CUDA."""
+        import ray
+
+        s = cfg.synth
+        opts: dict[str, Any] = {
+            "compute": ray.data.ActorPoolStrategy(size=s.replicas),
+            "batch_size": s.batch_size,
+        }
+        if resolve_device(s) == "cuda":
+            opts["num_gpus"] = s.tensor_parallel_size
+        else:
+            opts["num_cpus"] = s.num_cpus
+        return opts
+
+    def _request(self, row: dict[str, Any]) -> GenRequest:
+        img = decode_image(row["image"], self.max_image_pixels)
+        img = resize_max_pixels(img, self.cfg.synth.max_pixels)
+        question = row.get("user_prompt") if self.cfg.synth.use_source_prompt else None
+        prompt = render_prompt(self.preset, row["caption"], question or None, getattr(self.engine, "processor", None))
+        return GenRequest(prompt=prompt, images=[img])
+
+    def process(self, rows: list[dict[str, Any]]) -> None:
+        todo: list[tuple[dict[str, Any], GenRequest]] = []
+        limit = self.cfg.synth.max_model_len - 1  # leave room for at least one new token
+        for row in rows:
+            try:
+                req = self._request(row)
+            except ImageRejected as e:
+                self._reject(row, e.reason, e.detail)
+                continue
+            n = self.engine.count_prompt_tokens(req)
+            row["n_prompt_tokens"] = n
+            if n > limit:
+                self._reject(row, "too_long", f"{n} prompt tokens (image tokens included) > max_model_len - 1 = {limit}")
+                continue
+            todo.append((row, req))
+        if not todo:
+            return
+        results = self.engine.generate([req for _, req in todo])
+        if len(results) != len(todo):
+            raise RuntimeError(f"engine returned {len(results)} results for {len(todo)} requests")
+        for (row, _), res in zip(todo, results, strict=True):
+            row["synth_text"] = res.text
+            row["n_prompt_tokens"] = res.n_prompt_tokens
+            row["n_output_tokens"] = res.n_output_tokens
+            self._apply(row, parse_output(res.text, self.preset, finished=res.finish_reason == "stop"), res.text)
+
+    def _apply(self, row: dict[str, Any], parsed: ParseResult, text: str) -> None:
+        set_tasks(row, [dict(t) for t in parsed.triplets])
+        rejects = [
+            {"stage": STAGE, "reason": "unpaired", "instruction": u["instruction"], u["hint"]: u["answer"],
+             "detail": f"instruction seen only with the {u['hint']} hint"}
+            for u in parsed.unpaired
+        ]
+        if parsed.unparseable:
+            detail = (
+                f"no complete precise/informative pair: {parsed.n_turns} complete turns, "
+                f"{parsed.n_malformed} malformed, truncated={parsed.truncated}"
+            )
+            rejects.append({"stage": STAGE, "reason": "unparseable", "detail": detail, "text": text})
+        if rejects:
+            add_task_rejects(row, rejects)
+        ok = 0 if parsed.unparseable else 1
+        add_count(row, STAGE, n_in=1, n_out=ok, n_rejected=1 - ok)
+
+    def close(self) -> None:
+        """Release the engine (vLLM engine process included)."""
+        self.engine.close()
+
+    @staticmethod
+    def _reject(row: dict[str, Any], reason: str, detail: str) -> None:
+        add_task_rejects(row, [{"stage": STAGE, "reason": reason, "detail": detail}])
+        add_count(row, STAGE, n_in=1, n_out=0, n_rejected=1)

@@ -1,0 +1,102 @@
+"""VITask data: single-turn examples from dataset rows, rejects with reasons, CRT negatives, collation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+from posttrain.data import IGNORE_INDEX, EncodeOptions, conversation
+from posttrain.tsm import TaskSpecificModel
+from posttrain.vitask_data import VITaskCollator, VITaskDataset, find_negatives, pad_token_id, single_turn_examples
+
+INSTR = "Is this scan normal or abnormal?"
+
+
+def image(v: int, size: int = 40) -> Image.Image:
+    return Image.new("RGB", (size, size), (v, 255 - v, (3 * v) % 256))
+
+
+def rows(n: int = 4) -> list[dict]:
+    """Dataset-layout rows: dark images are 'normal', bright ones 'abnormal'; all share the instruction."""
+    return [{"id": f"r{i}", "images": [image(20 + 200 * (i % 2) + i)],
+             "messages": conversation(True, [(INSTR, "abnormal" if i % 2 else "normal")])} for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def processor(tiny_vlm_path):
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(tiny_vlm_path)
+
+
+@pytest.fixture(scope="module")
+def tsm():
+    return TaskSpecificModel.load("tiny://tsm")
+
+
+def test_find_negatives_same_instruction_other_response_deterministic():
+    instr = ["q1", "q1", "q1", "q2", "q2", "q3"]
+    resp = ["a", "a", "b", "x", "x", "z"]
+    neg = find_negatives(instr, resp)
+    assert neg == [2, 2, 0, None, None, None]
+    for i, j in enumerate(neg):
+        if j is not None:
+            assert instr[j] == instr[i] and resp[j] != resp[i]
+    # Case and surrounding space do not make a response "different".
+    assert find_negatives(["q", "q"], ["Normal", " normal "]) == [None, None]
+
+
+def test_single_turn_examples_split_turns_and_reject_with_reasons():
+    bad = [
+        {"id": "noimg", "images": [], "messages": conversation(False, [(INSTR, "normal")])},
+        {"id": "two", "images": [image(1), image(2)], "messages": conversation(True, [(INSTR, "normal")])},
+        {"id": "noturn", "images": [image(3)], "messages": conversation(True, [(INSTR, "x")])[:1]},
+        {"id": "noresp", "images": [image(4)], "messages": conversation(True, [(INSTR, "  ")])},
+        {"id": "noinstr", "images": [image(5)], "messages": conversation(True, [("", "normal")])},
+        {"id": "multi", "images": [image(6)], "messages": conversation(True, [(INSTR, "normal"), ("Colour?", "red")])},
+    ]
+    turns, rejects = single_turn_examples(rows(2) + bad)
+    assert [(t.id, t.row, t.instruction, t.response) for t in turns] == [
+        ("r0", 0, INSTR, "normal"), ("r1", 1, INSTR, "abnormal"),
+        ("multi#t0", 7, INSTR, "normal"), ("multi#t1", 7, "Colour?", "red"),
+    ]
+    assert {r["id"]: r["reason"] for r in rejects} == {
+        "noimg": "missing_image", "two": "multiple_images", "noturn": "no_turns", "noresp": "empty_response",
+        "noinstr": "empty_instruction",
+    }
+    assert all(r["stage"] == "vitask" for r in rejects)
+
+
+def test_dataset_records_encoder_skips_and_labels_only_the_response(processor):
+    long = {"id": "long", "images": [image(7)], "messages": conversation(True, [(INSTR, "normal " * 40)])}
+    junk = {"id": "junk", "images": [{"bytes": b"not an image", "path": None}],
+            "messages": conversation(True, [(INSTR, "normal")])}
+    noimg = {"id": "noimg", "images": [], "messages": conversation(False, [(INSTR, "normal")])}
+    ds = VITaskDataset(rows(3) + [long, junk, noimg], processor, EncodeOptions(max_length=48))
+    assert [t.id for t in ds.turns] == ["r0", "r1", "r2"] and len(ds) == len(ds.lengths) == 3
+    assert sorted((r["id"], r["reason"]) for r in ds.rejects) == [
+        ("junk", "unreadable_image"), ("long", "too_long"), ("noimg", "missing_image")]
+    assert ds.negatives == [1, 2, 1] and ds.n_without_negative == 0
+    item = ds[0]
+    ex = item["example"]
+    trained = processor.tokenizer.decode(ex["input_ids"][ex["labels"] != IGNORE_INDEX])
+    assert trained.strip() == "normal<end_of_utterance>"
+    # The negative: the same tokens and labels, with the other image's pixels.
+    neg = item["negative"]
+    assert torch.equal(neg["labels"], ex["labels"]) and not torch.equal(neg["pixel_values"], ex["pixel_values"])
+    ds.with_negatives = False
+    assert ds[0]["negative"] is None
+
+
+def test_collator_builds_positive_negative_and_tsm_pixels(processor, tsm):
+    lonely = {"id": "lonely", "images": [image(99)], "messages": conversation(True, [("Other question?", "x")])}
+    ds = VITaskDataset(rows(3) + [lonely], processor, EncodeOptions(max_length=256))
+    vb = VITaskCollator(pad_token_id(processor), tsm)([ds[i] for i in range(4)])
+    pos = vb.positive
+    assert pos.ids == ["r0", "r1", "r2", "lonely"] and pos.input_ids.shape == pos.labels.shape
+    assert pos.tsm_pixels.shape == (4, 3, 32, 32)
+    # Padding is masked out of attention and labels alike.
+    assert bool(((pos.attention_mask == 0) <= (pos.labels == IGNORE_INDEX)).all())
+    assert vb.negative_rows == [0, 1, 2] and vb.negative.input_ids.shape[0] == 3
+    assert set(pos.vision_inputs()) == {"pixel_values", "pixel_attention_mask"}
