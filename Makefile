@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 EXTRA  ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
 STAMP  := $(VENV)/.installed-$(EXTRA)-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test setup clean
+.PHONY: demo test setup docs browser clean
 
 setup: $(STAMP)
 
@@ -22,10 +22,21 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-*; touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) pipelines/run.py --domain biomed --profile tiny --out out/demo --overwrite
+	$(PY) pipelines/run.py --domain biomed --profile tiny --out out/demo --overwrite \
+	    --stages ingest,synth,judge,mix,train,eval
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest -q tests
+
+# The report test renders OUT/report.html in headless Chromium (Debian package; root installs it).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && echo "setup: installing chromium for the report test" \
+	  && apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "setup: chromium not installed; the report's browser test will be skipped"
+
+docs: $(STAMP)
+	$(PY) -m pipelines.config_doc > docs/configuration.md
 
 clean:
 	rm -rf out .pytest_cache .hypothesis

@@ -120,6 +120,23 @@ class FilterStats:
             self.lengths[f] = [a + b for a, b in zip(self.lengths[f], other.lengths[f], strict=True)]
         return self
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> FilterStats:
+        """Inverse of `as_dict` (a resumed run continues the committed statistics)."""
+        st = cls()
+        if not d:
+            return st
+        st.rows = d["rows"]
+        st.labels.update({k: v for k, v in d["labels"].items() if v})
+        st.kept_labels.update(d["kept_labels"])
+        st.reject_reasons.update(d["task_reject_reasons"])
+        st.scores = list(d["score_histogram"]["counts"])
+        for k, c in d["task_types"].items():
+            st.task_types[k].update({t: n for t, n in c.items() if n})
+        for f in ANSWER_FIELDS:
+            st.lengths[f] = list(d["answer_words"][f]["counts"])
+        return st
+
     def as_dict(self) -> dict[str, Any]:
         names = length_bin_names()
         return {

@@ -21,6 +21,7 @@ def _fail(msg: str) -> int:
 def run_all(cfg: RunConfig, out: Path, args: argparse.Namespace) -> int:
     from pipelines.card import write_card
     from pipelines.pipeline import DATASET_STAGES, run_dataset
+    from pipelines.report import write_report
 
     try:
         if any(s in DATASET_STAGES for s in cfg.stages):
@@ -28,10 +29,20 @@ def run_all(cfg: RunConfig, out: Path, args: argparse.Namespace) -> int:
                 cfg, out, resume=not args.no_resume, overwrite=args.overwrite, progress=not args.no_progress
             )
             write_card(out, manifest.data)
+            write_report(out)
         if "train" in cfg.stages:
             from posttrain.sft import train
 
             train(cfg.train, out / "data", out / "model")
+            write_report(out)  # adds the loss curve from OUT/model/metrics.jsonl
+        if "eval" in cfg.stages:
+            from posttrain.eval.suite import run_eval
+
+            models = {"base": cfg.train.model}
+            if (out / "model" / "config.json").exists():
+                models["adapted"] = str(out / "model")
+            run_eval(cfg.eval, models, out / "eval")
+            write_report(out)  # adds the eval table
     except OSError as e:
         if e.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT):
             return _fail(f"cannot write to {getattr(e, 'filename', None) or out}: {e.strerror}; "
@@ -64,6 +75,10 @@ def summary(out: Path) -> str:
         f"  manifest {out / 'manifest.json'}",
         f"  card     {out / 'README.md'}",
     ]
+    if (out / "model" / "config.json").exists():
+        lines.append(f"  model    {out / 'model'}")
+    if (out / "eval" / "report.md").exists():
+        lines.append(f"  eval     {out / 'eval' / 'report.md'}")
     if (out / "report.html").exists():
         lines.append(f"  report   {out / 'report.html'}")
     return "\n".join(lines)

@@ -3,6 +3,7 @@
     python pipelines/bench.py synth  [options]   # whole synth stage vs bare vllm.LLM.generate; RSS at N and 10N
     python pipelines/bench.py filter [options]   # judge throughput, prefix caching on vs off
     python pipelines/bench.py train  [options]   # our SFT recipe vs a plain HF Trainer: tokens/s, padding
+    python pipelines/bench.py method [options]   # method check on the miniature world (docs/method-check.md)
 
 Results and the commands that produced them are recorded in docs/benchmarks.md.
 """
@@ -16,7 +17,8 @@ from pathlib import Path
 if __name__ == "__main__" and sys.path and Path(sys.path[0]).name == "pipelines":
     sys.path.pop(0)
 
-BENCHES = {"synth": "synth.bench", "filter": "filters.bench", "train": "posttrain.bench"}
+BENCHES = {"synth": "synth.bench", "filter": "filters.bench", "train": "posttrain.bench",
+           "method": "posttrain.method_check"}
 
 
 def main(argv: list[str] | None = None) -> int:

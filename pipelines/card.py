@@ -65,7 +65,7 @@ Config hash `{manifest.get('config_hash')}`; package versions and the full confi
 ## Filter statistics
 
 ```json
-{json.dumps(manifest.get('filter_stats', manifest.get('filter_stats_runs', [])), indent=1)[:4000]}
+{json.dumps(manifest.get('filter_stats', {}), indent=1)[:4000]}
 ```
 
 ## Methods

@@ -118,6 +118,8 @@ class Manifest:
             s = stages.setdefault(stage, {"in": 0, "out": 0, "rejected": 0})
             for k in ("in", "out", "rejected"):
                 s[k] += int(c.get(k, 0))
+            if c.get("busy_s"):
+                s["busy_s"] = round(s.get("busy_s", 0.0) + float(c["busy_s"]), 6)
 
     def add_reject_reasons(self, reasons: dict[tuple[str, str], int]) -> None:
         for (stage, reason), n in reasons.items():

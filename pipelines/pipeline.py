@@ -78,6 +78,9 @@ def init_ray(cfg: RunConfig) -> None:
 
     if not ray.is_initialized():
         kwargs: dict[str, Any] = {"include_dashboard": False, "configure_logging": False, "log_to_driver": True}
+        # vLLM's per-request INFO lines from every engine actor drown the run's own output.
+        level = os.environ.get("VLLM_LOGGING_LEVEL", "WARNING")
+        kwargs["runtime_env"] = {"env_vars": {"VLLM_LOGGING_LEVEL": level, "TOKENIZERS_PARALLELISM": "false"}}
         if not os.environ.get("RAY_ADDRESS"):
             kwargs["num_cpus"] = cfg.num_cpus
         ray.init(**kwargs)
@@ -88,9 +91,10 @@ def init_ray(cfg: RunConfig) -> None:
 
 def open_output(cfg: RunConfig, out: Path, *, resume: bool, overwrite: bool) -> Manifest:
     if overwrite and out.exists():
-        for sub in ("data", "rejects"):
+        for sub in ("data", "rejects", "model", "eval"):
             shutil.rmtree(out / sub, ignore_errors=True)
-        (out / "manifest.json").unlink(missing_ok=True)
+        for f in ("manifest.json", "README.md", "report.html"):
+            (out / f).unlink(missing_ok=True)
     return Manifest.open(out, cfg.hash(), cfg.model_dump(mode="json"), resume=resume)
 
 
@@ -127,7 +131,6 @@ class Progress:
 
 def run_dataset(cfg: RunConfig, out: Path, *, resume: bool = True, overwrite: bool = False, progress: bool = True) -> Manifest:
     """Run ingest..mix into OUT (resuming by default) and return the committed manifest."""
-    from filters.stats import FilterStats
     from pipelines.sinks import DatasetSink
 
     out.mkdir(parents=True, exist_ok=True)
@@ -135,14 +138,8 @@ def run_dataset(cfg: RunConfig, out: Path, *, resume: bool = True, overwrite: bo
     done = manifest.committed_ids()
     init_ray(cfg)
     t0 = time.time()
-    stats = FilterStats()
     bar = Progress(progress)
-
-    def on_row(row: dict[str, Any]) -> None:
-        stats.add_row(row)
-        bar(row)
-
-    sink = DatasetSink(out, manifest, domain=cfg.domain, rows_per_shard=cfg.rows_per_shard, seen_ids=done, on_row=on_row)
+    sink = DatasetSink(out, manifest, domain=cfg.domain, rows_per_shard=cfg.rows_per_shard, seen_ids=done, on_row=bar)
     ds = build_dataset(cfg, done)
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
         sink.add_batch(batch)
@@ -155,7 +152,6 @@ def run_dataset(cfg: RunConfig, out: Path, *, resume: bool = True, overwrite: bo
         sink.add_extra_records(
             load_general_records(cfg.mix.general_input, cfg.mix.general_fraction, n_domain, cfg.mix.seed), "general"
         )
-    manifest.data.setdefault("filter_stats_runs", []).append(stats.as_dict())
     manifest.data["runs"].append(
         {"started": t0, "wall_s": round(time.time() - t0, 3), "rows": sink.totals["rows"], "resumed_from": len(done)}
     )

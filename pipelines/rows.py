@@ -31,6 +31,7 @@ BASE_COLUMNS: dict[str, Any] = {
     "reject_reason": "",  # short machine-readable reason, e.g. "missing_image"
     "reject_detail": "",  # human-readable detail
     "counts": "{}",  # JSON {stage: {"in": n, "out": n, "rejected": n}}
+    "busy": "{}",  # JSON {stage: seconds}: this row's share of each stage's processing time
     "tasks": "[]",  # JSON list of synthetic task dicts (see TASK_KEYS)
     "task_rejects": "[]",  # JSON list of rejected synthetic text (see REJECT_COLUMNS)
 }
@@ -119,6 +120,13 @@ def add_count(row: dict[str, Any], stage: str, *, n_in: int, n_out: int, n_rejec
     c["out"] += n_out
     c["rejected"] += n_rejected
     row["counts"] = json.dumps(counts, sort_keys=True)
+
+
+def add_busy(row: dict[str, Any], stage: str, seconds: float) -> None:
+    """Add this row's share of a stage's processing time (summed into the manifest as busy_s)."""
+    busy = json.loads(row.get("busy") or "{}")
+    busy[stage] = busy.get(stage, 0.0) + seconds
+    row["busy"] = json.dumps(busy, sort_keys=True)
 
 
 def count_row_stage(row: dict[str, Any], stage: str) -> None:

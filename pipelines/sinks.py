@@ -8,8 +8,6 @@ commits them, with the stage counts of exactly those rows, in the manifest.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -21,6 +19,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from datasets import Features, Image, List, Value
 
+from filters.stats import FilterStats
+from pipelines.faults import fault_point
 from pipelines.manifest import Manifest, atomic_write_bytes
 from pipelines.rows import REJECT_COLUMNS, batch_to_rows, reject, reject_records
 
@@ -49,20 +49,6 @@ def default_record(row: Mapping[str, Any]) -> dict[str, Any]:
     from filters.mix import caption_record
 
     return caption_record(row)
-
-
-_fault_hits: Counter = Counter()
-
-
-def fault_point(name: str) -> None:
-    """Fault injection for reliability tests: VLM_ADAPT_FAULT="<name>:<n>" SIGKILLs this process at the
-    n-th time `name` is reached (e.g. between writing parts and committing them). Inert otherwise."""
-    spec = os.environ.get("VLM_ADAPT_FAULT", "")
-    if not spec.startswith(name + ":"):
-        return
-    _fault_hits[name] += 1
-    if _fault_hits[name] >= int(spec.rsplit(":", 1)[1]):
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def write_parquet(path: Path, rows: list[dict[str, Any]], schema: pa.Schema) -> None:
@@ -104,6 +90,7 @@ class DatasetSink:
         self.pending_counts: dict[str, Counter] = {}
         self.pending_reasons: Counter = Counter()
         self.pending_tokens = Counter()
+        self.pending_stats = FilterStats()
         self.n_pending = 0
 
     # -- rows ------------------------------------------------------------------------------------
@@ -123,6 +110,8 @@ class DatasetSink:
             self.seen.add(row["id"])
         for stage, c in json.loads(row.get("counts") or "{}").items():
             self._count(stage, c["in"], c["out"], c["rejected"])
+        for stage, seconds in json.loads(row.get("busy") or "{}").items():
+            self.pending_counts.setdefault(stage, Counter())["busy_s"] += seconds
         for rec in reject_records(row):
             self.pending_rejects.append(rec)
             self.pending_reasons[(rec["stage"], rec["reason"])] += 1
@@ -132,6 +121,7 @@ class DatasetSink:
             records = json.loads(row["records"]) if row.get("records") else [self.record_fn(row)]
             for rec in records:
                 self.pending_records.setdefault(rec.get("split", "train"), []).append(self._dataset_row(row, rec))
+        self.pending_stats.add_row(row)
         self.n_pending += 1
         self.totals["rows"] += 1
         if self.on_row:
@@ -188,6 +178,8 @@ class DatasetSink:
         tokens = self.manifest.data["tokens"]
         for k, v in self.pending_tokens.items():
             tokens[k] = tokens.get(k, 0) + v
+        total = FilterStats.from_dict(self.manifest.data.get("filter_stats")).merge(self.pending_stats)
+        self.manifest.data["filter_stats"] = total.as_dict()
         self.manifest.commit(new)
         self._reset_pending()
         fault_point("sink.after_commit")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
 
-from pipelines.rows import batch_to_rows, count_row_stage, is_active, rows_to_batch
+from pipelines.faults import fault_point
+from pipelines.rows import add_busy, batch_to_rows, count_row_stage, is_active, rows_to_batch
 
 
 class MissingColumnsError(KeyError):
@@ -36,16 +38,21 @@ class Stage(ABC):
                 f"stage {self.name!r} needs columns {missing} "
                 f"({'; '.join(f'{c}: {self.requires[c]}' for c in missing)}); got {sorted(batch)}"
             )
+        fault_point(f"stage.{self.name}")
         rows = batch_to_rows(batch)
         for row in rows:
             for col, default in self.adds.items():
                 row.setdefault(col, default)
         active = [r for r in rows if is_active(r)]
-        if active:
-            self.process(active)
-        if self.row_level:
-            for r in active:
+        if not active:
+            return rows_to_batch(rows)
+        t0 = time.perf_counter()
+        self.process(active)
+        share = (time.perf_counter() - t0) / len(active)
+        for r in active:
+            if self.row_level:
                 count_row_stage(r, self.name)
+            add_busy(r, self.name, share)
         return rows_to_batch(rows)
 
     @abstractmethod

@@ -62,6 +62,31 @@ def data_files_in(data_dir: str | Path) -> list[str]:
     return files
 
 
+def param_groups(module: torch.nn.Module, cfg: TrainConfig, trainable_names: Sequence[str]) -> list[dict[str, Any]]:
+    """AdamW groups of the trainable parameters per module group, at `lr_<group>` (else `learning_rate`);
+    biases and norms go to undecayed `<group>_nd` groups. The names key the learning rates in metrics.jsonl."""
+    lrs = {"vision": cfg.lr_vision, "projector": cfg.lr_projector, "language": cfg.lr_language}
+    params = dict(module.named_parameters())
+    groups = []
+    for g in GROUPS:
+        names = [n for n in trainable_names if module_group(n) == g]
+        for decay in (True, False):
+            ps = [params[n] for n in names if (params[n].dim() >= 2) == decay]
+            if ps:
+                groups.append({"params": ps, "lr": lrs[g] or cfg.learning_rate, "name": f"{g}{'' if decay else '_nd'}",
+                               "weight_decay": cfg.weight_decay if decay else 0.0})
+    return groups
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
+    """`cfg.lr_scheduler` over `total_steps` optimizer steps, warming up for `cfg.warmup_ratio` of them."""
+    from transformers import get_scheduler
+
+    name = "constant_with_warmup" if cfg.lr_scheduler == "constant" else cfg.lr_scheduler
+    return get_scheduler(name, optimizer, num_warmup_steps=int(cfg.warmup_ratio * total_steps),
+                         num_training_steps=total_steps)
+
+
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
@@ -170,12 +195,9 @@ class SFTRecipe:
         self.micro_per_epoch = len(self.sampler)
         self.total_steps = max(1, math.ceil(self.micro_per_epoch * cfg.epochs / cfg.grad_accum))
 
-        self.optimizer = torch.optim.AdamW(self._param_groups(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-        from transformers import get_scheduler
-
-        name = "constant_with_warmup" if cfg.lr_scheduler == "constant" else cfg.lr_scheduler
-        self.scheduler = get_scheduler(name, self.optimizer, num_warmup_steps=int(cfg.warmup_ratio * self.total_steps),
-                                       num_training_steps=self.total_steps)
+        groups = param_groups(self.module, cfg, self.trainable_names) + self.method_param_groups()
+        self.optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        self.scheduler = build_scheduler(self.optimizer, cfg, self.total_steps)
         self.ckpt_dir = self.out_dir / "checkpoints"
         self._maybe_resume()
         if self.rank == 0:
@@ -197,21 +219,6 @@ class SFTRecipe:
         if other:
             log.warning("rows of splits %s are not trained on", other)
         return [by_split[s] for s in TRAINED_SPLITS if s in by_split]
-
-    def _param_groups(self) -> list[dict[str, Any]]:
-        cfg = self.cfg
-        lrs = {"vision": cfg.lr_vision, "projector": cfg.lr_projector, "language": cfg.lr_language}
-        params = dict(self.module.named_parameters())
-        groups = []
-        for g in GROUPS:
-            names = [n for n in self.trainable_names if module_group(n) == g]
-            for decay in (True, False):
-                ps = [params[n] for n in names if (params[n].dim() >= 2) == decay]
-                if ps:
-                    groups.append({"params": ps, "lr": lrs[g] or cfg.learning_rate,
-                                   "name": f"{g}{'' if decay else '_nd'}",
-                                   "weight_decay": cfg.weight_decay if decay else 0.0})
-        return groups + self.method_param_groups()
 
     # -- training ------------------------------------------------------------------------------
 
@@ -293,7 +300,7 @@ class SFTRecipe:
     def save_checkpoint(self) -> None:
         state = {
             "step": self.step, "epoch": self.sampler.epoch, "micro_in_epoch": self.micro_in_epoch,
-            "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "rng": {"python": random.getstate(), "numpy": (lambda s: (s[0], s[1].tolist(), *s[2:]))(np.random.get_state()), "torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
         }
         if self.rank != 0:
@@ -323,14 +330,14 @@ class SFTRecipe:
         d = self.ckpt_dir / latest.read_text().strip()
         params = dict(self.module.named_parameters())
         with torch.no_grad():
-            for n, t in torch.load(d / "model.pt", map_location="cpu").items():
+            for n, t in torch.load(d / "model.pt", map_location="cpu", weights_only=True).items():
                 params[n].copy_(t)
         mods = self.method_modules()
-        for k, sd in torch.load(d / "method.pt", map_location="cpu").items():
+        for k, sd in torch.load(d / "method.pt", map_location="cpu", weights_only=True).items():
             mods[k].load_state_dict(sd)
-        self.optimizer.load_state_dict(torch.load(d / "optimizer.pt", map_location="cpu"))
-        self.scheduler.load_state_dict(torch.load(d / "scheduler.pt", map_location="cpu"))
-        state = torch.load(d / "state.pt", map_location="cpu", weights_only=False)
+        self.optimizer.load_state_dict(torch.load(d / "optimizer.pt", map_location="cpu", weights_only=True))
+        self.scheduler.load_state_dict(torch.load(d / "scheduler.pt", map_location="cpu", weights_only=True))
+        state = torch.load(d / "state.pt", map_location="cpu", weights_only=True)
         self.step, self.micro_in_epoch = state["step"], state["micro_in_epoch"]
         self.sampler.load_state_dict({"epoch": state["epoch"], "position": state["micro_in_epoch"]})
         random.setstate(state["rng"]["python"])

@@ -36,7 +36,7 @@ from torch import nn
 
 from posttrain.config import TrainConfig, VITaskSettings
 from posttrain.data import EncodeOptions, LengthGroupedBatchSampler, load_rows
-from posttrain.sft import GROUPS, TRAINED_SPLITS, data_files_in, module_group
+from posttrain.sft import TRAINED_SPLITS, build_scheduler, data_files_in, module_group, param_groups
 from posttrain.vitask_data import VITaskBatch, VITaskCollator, VITaskDataset, pad_token_id
 from posttrain.vitask_objective import CONNECTOR_FILE, VITaskObjective, load_tsm, save_connector
 
@@ -58,23 +58,13 @@ def stage_steps(settings: VITaskSettings, steps_per_epoch: int) -> dict[int, int
     return {1: math.ceil(settings.stage1_epochs * steps_per_epoch), 2: math.ceil(settings.stage2_epochs * steps_per_epoch)}
 
 
-def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
-    """AdamW groups per module group (vision/projector/language, `posttrain.sft.module_group`) with the
-    configured learning rates; frozen groups get requires_grad False; no decay on biases and norms."""
-    lrs = {"vision": cfg.lr_vision, "projector": cfg.lr_projector, "language": cfg.lr_language}
+def freeze_groups(model: nn.Module, cfg: TrainConfig) -> list[str]:
+    """Turn off grad for the module groups `cfg.freeze_*` names; return the names still trainable."""
     frozen = {"vision": cfg.freeze_vision, "projector": cfg.freeze_projector, "language": cfg.freeze_language}
-    groups = []
     for name, p in model.named_parameters():
         if frozen[module_group(name)]:
             p.requires_grad_(False)
-    for g in GROUPS:
-        ps = [p for n, p in model.named_parameters() if module_group(n) == g and p.requires_grad]
-        for decay in (True, False):
-            sel = [p for p in ps if (p.dim() >= 2) == decay]
-            if sel:
-                groups.append({"params": sel, "lr": lrs[g] or cfg.learning_rate, "name": f"{g}{'' if decay else '_nd'}",
-                               "weight_decay": cfg.weight_decay if decay else 0.0})
-    return groups
+    return [n for n, p in model.named_parameters() if p.requires_grad]
 
 
 def _batches(dataset: VITaskDataset, sampler: LengthGroupedBatchSampler, collate: VITaskCollator, workers: int,
@@ -111,7 +101,7 @@ def train_vitask(
 ) -> VITaskResult:
     """Run stage 1 then stage 2 in this process; `steps` overrides the stage lengths from `cfg.vitask`.
 
-    Trains every VLM parameter that requires grad (see `param_groups`) and, in stage 1, the connector.
+    Trains every VLM parameter that requires grad after `freeze_groups` and, in stage 1, the connector.
     `on_step(record)` gets each optimizer step's record (stage, step, epoch, loss, components, lr).
     """
     if len(dataset) == 0:
@@ -122,13 +112,9 @@ def train_vitask(
     steps = steps or stage_steps(cfg.vitask, math.ceil(len(sampler) / cfg.grad_accum))
     connector = {"params": list(objective.connector.parameters()), "lr": cfg.learning_rate, "name": "connector",
                  "weight_decay": 0.0}
-    optimizer = torch.optim.AdamW(param_groups(model, cfg) + [connector], lr=cfg.learning_rate,
-                                  weight_decay=cfg.weight_decay)
-    from transformers import get_scheduler
-
-    total = max(1, steps[1] + steps[2])
-    name = "constant_with_warmup" if cfg.lr_scheduler == "constant" else cfg.lr_scheduler
-    scheduler = get_scheduler(name, optimizer, num_warmup_steps=int(cfg.warmup_ratio * total), num_training_steps=total)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg, freeze_groups(model, cfg)) + [connector],
+                                  lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    scheduler = build_scheduler(optimizer, cfg, max(1, steps[1] + steps[2]))
     autocast = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda"
                                            and torch.cuda.is_bf16_supported())
     collate = VITaskCollator(pad_token_id(processor), objective.tsm)
@@ -153,13 +139,13 @@ def train_vitask(
                                     negative_rows=vb.negative_rows)
                 (out.total / cfg.grad_accum).backward()
                 logs.append(out.logged)
+            lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}  # the rates this step uses
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
             merged = _merge(logs)
-            rec = {"step": step, "stage": stage, "epoch": epoch, "loss": merged.pop("total"), **merged,
-                   "lr": {g["name"]: g["lr"] for g in optimizer.param_groups}}
+            rec = {"step": step, "stage": stage, "epoch": epoch, "loss": merged.pop("total"), **merged, "lr": lrs}
             history.append(rec)
             log.info("vitask stage %d step %d loss %.4f", stage, step, rec["loss"])
             if on_step is not None:

@@ -16,7 +16,6 @@ the plain VLM without TSM or connector.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +27,6 @@ from posttrain.config import VITaskSettings
 from posttrain.losses import IGNORE_INDEX, LOSSES, CRTLoss, combine
 from posttrain.tsm import TaskSpecificModel
 from posttrain.vitask_data import Batch
-
-log = logging.getLogger(__name__)
 
 
 def load_tsm(settings: VITaskSettings) -> TaskSpecificModel:

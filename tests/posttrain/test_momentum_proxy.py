@@ -14,14 +14,6 @@ from posttrain.data import conversation, write_parquet
 from posttrain.momentum_proxy import MomentumProxy, MomentumProxyRecipe, shuffle_segments
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # the shared 2-core machine thrashes with more
-    yield
-    torch.set_num_threads(n)
-
-
 def test_ema_step_matches_hand_computation():
     init = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
     mp = MomentumProxy(2, 2, momentum=0.9, init=init)

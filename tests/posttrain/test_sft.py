@@ -12,14 +12,6 @@ from posttrain.config import TrainConfig
 from posttrain.data import conversation, write_parquet
 from posttrain.sft import SFTRecipe, module_group, train
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # the shared 2-core machine thrashes with more
-    yield
-    torch.set_num_threads(n)
-
-
 COLORS = ["red", "blue", "green", "white", "black", "yellow"]
 
 

@@ -7,7 +7,6 @@ import io
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import torch
 from PIL import Image
 
 from posttrain.config import TrainConfig
@@ -19,14 +18,6 @@ from posttrain.synthesizer_tuning import (
     is_blank,
     synthesizer_messages,
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # the shared 2-core machine thrashes with more
-    yield
-    torch.set_num_threads(n)
 
 
 def _png(color: str) -> bytes:

@@ -56,7 +56,10 @@ def test_single_turn_examples_split_turns_and_reject_with_reasons():
         {"id": "noinstr", "images": [image(5)], "messages": conversation(True, [("", "normal")])},
         {"id": "multi", "images": [image(6)], "messages": conversation(True, [(INSTR, "normal"), ("Colour?", "red")])},
     ]
-    turns, rejects = single_turn_examples(rows(2) + bad)
+    labelled = rows(2)
+    labelled[1]["label"] = "abnormal"  # a class-label column travels with the example when the dataset has one
+    turns, rejects = single_turn_examples(labelled + bad)
+    assert [t.label for t in turns[:2]] == ["", "abnormal"]
     assert [(t.id, t.row, t.instruction, t.response) for t in turns] == [
         ("r0", 0, INSTR, "normal"), ("r1", 1, INSTR, "abnormal"),
         ("multi#t0", 7, INSTR, "normal"), ("multi#t1", 7, "Colour?", "red"),

@@ -8,7 +8,6 @@ import torch
 
 from posttrain.config import VITaskSettings
 from posttrain.data import EncodeOptions, conversation
-from posttrain.tsm import TaskSpecificModel
 from posttrain.vitask_data import VITaskCollator, VITaskDataset, pad_token_id
 from posttrain.vitask_objective import (
     ExemplarConnector,
@@ -18,22 +17,7 @@ from posttrain.vitask_objective import (
     load_connector,
     save_connector,
 )
-from tests.posttrain.test_vitask_data import image, rows
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # the shared 2-core machine thrashes with more
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def processor(tiny_vlm_path):
-    from transformers import AutoProcessor
-
-    return AutoProcessor.from_pretrained(tiny_vlm_path)
+from tests.posttrain.test_vitask_data import image, processor, rows, tsm  # noqa: F401 (fixtures)
 
 
 @pytest.fixture(scope="module")
@@ -41,11 +25,6 @@ def model(tiny_vlm_path):
     from transformers import AutoModelForImageTextToText
 
     return AutoModelForImageTextToText.from_pretrained(tiny_vlm_path).eval()
-
-
-@pytest.fixture(scope="module")
-def tsm():
-    return TaskSpecificModel.load("tiny://tsm")
 
 
 def _vbatch(processor, tsm, data):

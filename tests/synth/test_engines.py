@@ -89,7 +89,10 @@ def test_vllm_generate_matches_counts_and_transformers(vllm_engine, hf_engine):
     for req, r, h in zip(reqs, out, ref, strict=True):
         assert r.n_prompt_tokens == vllm_engine.count_prompt_tokens(req) == h.n_prompt_tokens
         assert r.n_output_tokens == SAMPLING.max_tokens and r.finish_reason == "length"
-        assert r.text == h.text  # same weights, greedy: both backends agree on the tiny model
+        # same weights, greedy: both backends agree on the tiny model. vLLM's incremental detokenizer
+        # holds back an incomplete UTF-8 byte sequence at the very end, which transformers renders as U+FFFD.
+        assert r.text.rstrip("\ufffd") == h.text.rstrip("\ufffd")
+        assert len(r.text) > 3
 
 
 @pytest.mark.vllm

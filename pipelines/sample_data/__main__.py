@@ -1,0 +1,5 @@
+"""`python -m pipelines.sample_data`: see `pipelines.sample_data.main`."""
+
+from pipelines.sample_data import main
+
+main()

@@ -1,0 +1,1 @@
+"""Data tables of the procedural sample sets (YAML, loaded with importlib.resources)."""

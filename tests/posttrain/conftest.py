@@ -1,0 +1,15 @@
+"""Fixtures shared by the posttrain tests."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread per test module: the shared 2-core machine thrashes with more; restored afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
