@@ -176,20 +176,9 @@ class ConsistencyJudge(Stage):
 
     @classmethod
     def ray_options(cls, cfg: RunConfig) -> dict[str, Any]:
-        import ray.data
+        from synth.engines import engine_pool_options
 
-        from synth.engines import resolve_device
-
-        jc = cfg.judge
-        opts: dict[str, Any] = {
-            "compute": ray.data.ActorPoolStrategy(size=jc.replicas),
-            "batch_size": jc.batch_size,
-        }
-        if resolve_device(jc) == "cuda":
-            opts["num_gpus"] = jc.tensor_parallel_size
-        else:
-            opts["num_cpus"] = jc.num_cpus
-        return opts
+        return engine_pool_options(cfg.judge, cfg.judge.batch_size)
 
     def close(self) -> None:
         self.engine.close()

@@ -79,6 +79,19 @@ def resolve_device(res: EngineResources) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def engine_pool_options(res: EngineResources, batch_size: int) -> dict[str, Any]:
+    """map_batches kwargs for an engine-owning stage: an actor pool of `res.replicas`, each holding
+    `tensor_parallel_size` GPUs on CUDA or `num_cpus` logical CPUs otherwise."""
+    import ray.data
+
+    opts: dict[str, Any] = {"compute": ray.data.ActorPoolStrategy(size=res.replicas), "batch_size": batch_size}
+    if resolve_device(res) == "cuda":
+        opts["num_gpus"] = res.tensor_parallel_size
+    else:
+        opts["num_cpus"] = res.num_cpus
+    return opts
+
+
 def make_engine(
     model_path: str,
     res: EngineResources,

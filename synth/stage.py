@@ -15,7 +15,7 @@ from pipelines.config import RunConfig
 from pipelines.images import ImageRejected, decode_image, resize_max_pixels
 from pipelines.rows import add_count, add_task_rejects, set_tasks
 from pipelines.stage import Stage
-from synth.engines import Engine, GenRequest, SamplingSettings, make_engine, resolve_device
+from synth.engines import Engine, GenRequest, SamplingSettings, engine_pool_options, make_engine
 from synth.parse import ParseResult, parse_output
 from synth.prompt import load_preset, render_prompt
 
@@ -73,18 +73,7 @@ class SynthStage(Stage):
     @classmethod
     def ray_options(cls, cfg: RunConfig) -> dict[str, Any]:
         """map_batches kwargs: one engine per actor, GPUs per actor = tensor parallel size on CUDA."""
-        import ray
-
-        s = cfg.synth
-        opts: dict[str, Any] = {
-            "compute": ray.data.ActorPoolStrategy(size=s.replicas),
-            "batch_size": s.batch_size,
-        }
-        if resolve_device(s) == "cuda":
-            opts["num_gpus"] = s.tensor_parallel_size
-        else:
-            opts["num_cpus"] = s.num_cpus
-        return opts
+        return engine_pool_options(cfg.synth, cfg.synth.batch_size)
 
     def _request(self, row: dict[str, Any]) -> GenRequest:
         img = decode_image(row["image"], self.max_image_pixels)

@@ -13,3 +13,19 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def processor(tiny_vlm_path):
+    """The tiny VLM's processor."""
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(tiny_vlm_path)
+
+
+@pytest.fixture(scope="module")
+def tsm():
+    """The tiny task-specific model (image classifier) for VITask."""
+    from posttrain.tsm import TaskSpecificModel
+
+    return TaskSpecificModel.load("tiny://tsm")

@@ -13,7 +13,7 @@ from posttrain.data import EncodeOptions, conversation, write_parquet
 from posttrain.vitask import train_vitask
 from posttrain.vitask_data import VITaskCollator, VITaskDataset, pad_token_id
 from posttrain.vitask_objective import CONNECTOR_FILE, VITaskObjective, load_connector
-from tests.posttrain.test_vitask_data import INSTR, image, processor, rows, tsm  # noqa: F401 (fixtures)
+from tests.posttrain.test_vitask_data import INSTR, image, rows
 
 
 def _model(path):

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 from PIL import Image
 
 from posttrain.data import IGNORE_INDEX, EncodeOptions, conversation
-from posttrain.tsm import TaskSpecificModel
 from posttrain.vitask_data import VITaskCollator, VITaskDataset, find_negatives, pad_token_id, single_turn_examples
 
 INSTR = "Is this scan normal or abnormal?"
@@ -21,18 +19,6 @@ def rows(n: int = 4) -> list[dict]:
     """Dataset-layout rows: dark images are 'normal', bright ones 'abnormal'; all share the instruction."""
     return [{"id": f"r{i}", "images": [image(20 + 200 * (i % 2) + i)],
              "messages": conversation(True, [(INSTR, "abnormal" if i % 2 else "normal")])} for i in range(n)]
-
-
-@pytest.fixture(scope="module")
-def processor(tiny_vlm_path):
-    from transformers import AutoProcessor
-
-    return AutoProcessor.from_pretrained(tiny_vlm_path)
-
-
-@pytest.fixture(scope="module")
-def tsm():
-    return TaskSpecificModel.load("tiny://tsm")
 
 
 def test_find_negatives_same_instruction_other_response_deterministic():

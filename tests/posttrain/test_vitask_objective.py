@@ -17,7 +17,7 @@ from posttrain.vitask_objective import (
     load_connector,
     save_connector,
 )
-from tests.posttrain.test_vitask_data import image, processor, rows, tsm  # noqa: F401 (fixtures)
+from tests.posttrain.test_vitask_data import image, rows
 
 
 @pytest.fixture(scope="module")
