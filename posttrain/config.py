@@ -79,7 +79,9 @@ class TrainConfig(Section):
     precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="bf16 where supported under 'auto'.")
     num_workers: int = Field(1, ge=1, description="Ray Train workers (one per GPU, or CPU processes).")
     use_gpu: bool | None = Field(None, description="Train on GPUs; None detects.")
-    strategy: Literal["ddp", "fsdp"] = Field("ddp", description="Distributed strategy across workers.")
+    strategy: Literal["ddp", "fsdp"] = Field(
+        "ddp", description="Distributed strategy across workers: ddp, or fsdp (FSDP2; not for momentum_proxy)."
+    )
     save_every_steps: int = Field(500, ge=1, description="Checkpoint interval in optimizer steps.")
     seed: int = Field(0, description="Training seed.")
     lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA settings.")

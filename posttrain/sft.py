@@ -148,21 +148,14 @@ class SFTRecipe:
 
     # -- setup ---------------------------------------------------------------------------------
 
-    def setup(self) -> None:
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+    def load_module(self) -> torch.nn.Module:
+        """`cfg.model` in fp32 on CPU, with LoRA adapters when enabled (nothing frozen yet)."""
+        from transformers import AutoModelForImageTextToText
 
         from pipelines.tiny import resolve_model
 
         cfg = self.cfg
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        self._seed_all(cfg.seed)
-        path = resolve_model(cfg.model)
-        self.processor = AutoProcessor.from_pretrained(path)
-        module = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32)
-        self.autocast = cfg.precision == "bf16" or (
-            cfg.precision == "auto" and self.device.type == "cuda" and torch.cuda.is_bf16_supported()
-        )
-        frozen = {"vision": cfg.freeze_vision, "projector": cfg.freeze_projector, "language": cfg.freeze_language}
+        module = AutoModelForImageTextToText.from_pretrained(resolve_model(cfg.model), dtype=torch.float32)
         if cfg.lora.enabled:
             from peft import LoraConfig, get_peft_model
 
@@ -170,6 +163,22 @@ class SFTRecipe:
                 r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
                 target_modules=cfg.lora.target_modules,
             ))
+        return module
+
+    def setup(self) -> None:
+        from transformers import AutoProcessor
+
+        from pipelines.tiny import resolve_model
+
+        cfg = self.cfg
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._seed_all(cfg.seed)
+        self.processor = AutoProcessor.from_pretrained(resolve_model(cfg.model))
+        module = self.load_module()
+        self.autocast = cfg.precision == "bf16" or (
+            cfg.precision == "auto" and self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+        )
+        frozen = {"vision": cfg.freeze_vision, "projector": cfg.freeze_projector, "language": cfg.freeze_language}
         for name, p in module.named_parameters():
             trainable = not frozen[module_group(name)] and (not cfg.lora.enabled or "lora_" in name)
             p.requires_grad_(trainable)
@@ -297,12 +306,28 @@ class SFTRecipe:
         names = set(self.trainable_names)
         return {n: p.detach().cpu().clone() for n, p in self.module.named_parameters() if n in names}
 
+    def checkpoint_tensors(self) -> dict[str, Any]:
+        """{file name: object} of model weights and optimizer state for a checkpoint folder. Called on every
+        rank (a sharded strategy gathers collectively here); only rank 0's answer is written."""
+        if self.rank != 0:
+            return {}
+        return {"model.pt": self._trainable_state(), "optimizer.pt": self.optimizer.state_dict()}
+
+    def restore_tensors(self, d: Path) -> None:
+        """Load what `checkpoint_tensors` wrote into checkpoint folder `d`."""
+        params = dict(self.module.named_parameters())
+        with torch.no_grad():
+            for n, t in torch.load(d / "model.pt", map_location="cpu", weights_only=True).items():
+                params[n].copy_(t)
+        self.optimizer.load_state_dict(torch.load(d / "optimizer.pt", map_location="cpu", weights_only=True))
+
     def save_checkpoint(self) -> None:
         state = {
             "step": self.step, "epoch": self.sampler.epoch, "micro_in_epoch": self.micro_in_epoch,
             "rng": {"python": random.getstate(), "numpy": (lambda s: (s[0], s[1].tolist(), *s[2:]))(np.random.get_state()), "torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
         }
+        tensors = self.checkpoint_tensors()
         if self.rank != 0:
             return
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -310,9 +335,9 @@ class SFTRecipe:
         tmp = self.ckpt_dir / f".tmp-step-{self.step:07d}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        torch.save(self._trainable_state(), tmp / "model.pt")
+        for fname, obj in tensors.items():
+            torch.save(obj, tmp / fname)
         torch.save({k: m.state_dict() for k, m in self.method_modules().items()}, tmp / "method.pt")
-        torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
         torch.save(state, tmp / "state.pt")
         shutil.rmtree(final, ignore_errors=True)
@@ -328,14 +353,10 @@ class SFTRecipe:
                 (self.out_dir / "metrics.jsonl").unlink()
             return
         d = self.ckpt_dir / latest.read_text().strip()
-        params = dict(self.module.named_parameters())
-        with torch.no_grad():
-            for n, t in torch.load(d / "model.pt", map_location="cpu", weights_only=True).items():
-                params[n].copy_(t)
+        self.restore_tensors(d)
         mods = self.method_modules()
         for k, sd in torch.load(d / "method.pt", map_location="cpu", weights_only=True).items():
             mods[k].load_state_dict(sd)
-        self.optimizer.load_state_dict(torch.load(d / "optimizer.pt", map_location="cpu", weights_only=True))
         self.scheduler.load_state_dict(torch.load(d / "scheduler.pt", map_location="cpu", weights_only=True))
         state = torch.load(d / "state.pt", map_location="cpu", weights_only=True)
         self.step, self.micro_in_epoch = state["step"], state["micro_in_epoch"]
