@@ -55,9 +55,9 @@ class MethodCheckConfig(BaseModel):
     out: str = Field("method-check-out", description="Output folder (data sets, models, predictions, results).")
     conditions: list[str] = Field(default_factory=lambda: list(CONDITIONS), description="Conditions to run.")
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], description="Training seeds per condition.")
-    n_domain: int = Field(240, ge=1, description="Domain images with captions (the adaptation input).")
-    n_val: int = Field(16, ge=1, description="Domain images of the validation VQA set.")
-    n_test: int = Field(40, ge=1, description="Domain images of the held-out test VQA set.")
+    n_domain: int = Field(160, ge=1, description="Domain images with captions (the adaptation input).")
+    n_val: int = Field(12, ge=1, description="Domain images of the validation VQA set.")
+    n_test: int = Field(32, ge=1, description="Domain images of the held-out test VQA set.")
     epochs: float = Field(2.0, gt=0, description="Domain post-training epochs.")
     learning_rate: float = Field(1e-3, gt=0, description="Domain post-training learning rate.")
     batch_size: int = Field(8, ge=1, description="Domain post-training batch size.")
@@ -194,7 +194,7 @@ def evaluate(model_dir: Path, sets: dict[str, Path], cfg: MethodCheckConfig, pre
     return out
 
 
-def judge_accuracy(judge: Path, n_images: int = 12, seed: int = 99) -> dict[str, Any]:
+def judge_accuracy(judge: Path, n_images: int = 6, seed: int = 99) -> dict[str, Any]:
     """The trained judge on held-out general triplets (labelled by construction), through the judge's own
     prompt rendering and structured choice: accuracy overall and per true label."""
     import random
@@ -281,6 +281,19 @@ def run(cfg: MethodCheckConfig) -> dict[str, Any]:
     return result
 
 
+def format_data(result: dict[str, Any]) -> str:
+    """One line per data run: images, synthesized tasks parsed, tasks the judge kept, wall time."""
+    lines = []
+    for name, d in result["data"].items():
+        st = d["stages"]
+        synth, judge = st.get("synth", {}), st.get("judge", {})
+        lines.append(f"{name}: {st.get('ingest', {}).get('out', 0)} images; synth rows in/out/rejected "
+                     f"{synth.get('in', 0)}/{synth.get('out', 0)}/{synth.get('rejected', 0)}; judge tasks "
+                     f"in/kept/rejected {judge.get('in', 0)}/{judge.get('out', 0)}/{judge.get('rejected', 0)}; "
+                     f"{d['wall_s']:.0f} s")
+    return "\n".join(lines)
+
+
 def format_table(result: dict[str, Any]) -> str:
     """Markdown table of mean +- stdev (min..max) per condition, validation and test."""
     lines = ["| condition | seeds | val score | test score | test slake open | test slake closed | test pmc acc |",
@@ -318,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
         fields["conditions"] = a.conditions
     result = run(MethodCheckConfig(**fields))
     print(format_table(result))  # CLI output
+    print(format_data(result))
+    print(f"judge on held-out general triplets: {result['judge_check']}")
     print(f"wall time {result['wall_s']:.0f} s (model building {result['model_build_s']:.0f} s)")
     return 0
 

@@ -57,6 +57,7 @@ def test_config_rejects_unknown_fields():
         mc.MethodCheckConfig(n_domians=3)
 
 
+@pytest.mark.miniworld
 @pytest.mark.vllm
 @pytest.mark.slow
 def test_quick_method_check_adapted_beats_base(tmp_path):
