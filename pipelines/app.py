@@ -48,6 +48,7 @@ def run_all(cfg: RunConfig, out: Path, args: argparse.Namespace) -> int:
             return _fail(f"cannot write to {getattr(e, 'filename', None) or out}: {e.strerror}; "
                          "parts already committed in the manifest are intact")
         raise
+    _stop_ray()  # flushes worker logs now, so the summary below is the last thing printed
     repo = args.push_to_hub or cfg.hub.repo_id
     if repo:
         from pipelines.hub import HubError, push_dataset
@@ -59,6 +60,14 @@ def run_all(cfg: RunConfig, out: Path, args: argparse.Namespace) -> int:
         print(f"published: {url}")
     print(summary(out))
     return 0
+
+
+def _stop_ray() -> None:
+    if "ray" in sys.modules:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
 
 
 def summary(out: Path) -> str:
