@@ -51,11 +51,11 @@ JUDGE_TEXT = dict(TEXT, hidden_size=128, intermediate_size=256, num_hidden_layer
 # Training budgets: ~10 minutes of model building on 2 idle cores (several times that when the cores are shared).
 N_GENERAL = 2000        # general images for pre-training (one conversation each)
 N_SEED = 1000           # general images for synthesizer tuning
-N_JUDGE = 400           # general images whose triplets train the judge (~20 triplets each)
+N_JUDGE = 200           # general images whose triplets train the judge (~20 triplets each)
 # 300 pre-training steps left the generalist ignoring image and question (it answered "Yes" to everything)
 PRETRAIN = dict(epochs=8.0, learning_rate=3e-3, batch_size=16)   # 1,000 steps
-SYNTH_TUNE = dict(epochs=8.0, learning_rate=2e-3, batch_size=16)  # 500 steps
-JUDGE_TRAIN = dict(epochs=4, learning_rate=2e-3, batch_size=32)   # ~1,100 steps
+SYNTH_TUNE = dict(epochs=3.0, learning_rate=2e-3, batch_size=16)  # ~190 steps
+JUDGE_TRAIN = dict(epochs=3, learning_rate=2e-3, batch_size=32)   # ~400 steps
 NAMES = ("base", "generalist", "synthesizer", "judge")
 
 
