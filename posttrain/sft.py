@@ -412,12 +412,9 @@ def recipe_class(method: str) -> type[SFTRecipe]:
 def train(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
     """Train `cfg.method` on the dataset in `data_dir`; the final model lands in `out_dir`. Returns metrics."""
     if cfg.method == "vitask":
-        from posttrain import vitask
+        from posttrain import vitask  # VITask owns its two-stage loop
 
-        entry = getattr(vitask, "train", None)  # VITask owns its two-stage loop (posttrain/vitask.py)
-        if entry is None:
-            raise NotImplementedError("posttrain.vitask has no train(cfg, data_dir, out_dir) entry point")
-        return entry(cfg, data_dir, out_dir)
+        return vitask.train(cfg, data_dir, out_dir)
     files = data_files_in(data_dir)
     if cfg.num_workers > 1:
         from posttrain.distributed import train_distributed
