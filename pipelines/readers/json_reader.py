@@ -85,7 +85,7 @@ def _turns(rec: dict[str, Any]) -> tuple[str, str]:
     if not isinstance(turns, list) or len(turns) != 2 or not all(isinstance(t, dict) for t in turns):
         raise Malformed("expected exactly two turns (user, assistant) as objects")
     roles = [t.get(role_key) for t in turns]
-    if roles[0] not in _USER_ROLES or roles[1] not in _ASSISTANT_ROLES:
+    if not all(isinstance(r, str) for r in roles) or roles[0] not in _USER_ROLES or roles[1] not in _ASSISTANT_ROLES:
         raise Malformed(f"expected roles user/assistant (or human/gpt), got {roles}")
     user, caption = turns[0].get(text_key), turns[1].get(text_key)
     if not isinstance(user, str):

@@ -363,3 +363,13 @@ def test_everything_already_done_gives_an_empty_dataset(json_input, tmp_path, ra
     pcfg = InputConfig(path=str(tmp_path / "p.parquet"))
     (row,) = read_source(pcfg).take_all()
     assert read_source(pcfg, frozenset({row["id"]})).take_all() == []
+
+
+@pytest.mark.parametrize("role", [[], {}, 3, None])
+def test_non_string_role_is_a_malformed_record_not_a_crash(role):
+    """Found by the fuzz test: an unhashable role used to raise TypeError instead of rejecting the record."""
+    from pipelines.readers.json_reader import Malformed, parse_json_record
+
+    rec = {"image": "0", "messages": [{"role": role, "content": "<image>hi"}, {"role": "assistant", "content": "x"}]}
+    with pytest.raises(Malformed, match="roles"):
+        parse_json_record(rec)

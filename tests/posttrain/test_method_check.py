@@ -60,27 +60,32 @@ def test_config_rejects_unknown_fields():
 @pytest.mark.miniworld
 @pytest.mark.vllm
 @pytest.mark.slow
-def test_quick_method_check_adapted_beats_base(tmp_path):
-    """The fast version (`--quick`): base vs filtered single-stage SFT, one seed, small sets.
+def test_quick_method_check_runs_end_to_end_and_adaptation_does_not_break_the_model(tmp_path):
+    """The fast version (`--quick`: base vs filtered single-stage SFT, seed 0, 64 caption images, 12 test images).
 
-    Direction and margin: the full run (docs/method-check.md, 3 seeds) gave the filtered condition a test
-    score of FILTERED_MEAN +- FILTERED_SD against the base model's BASE (greedy, no seed), a gap of many
-    seed standard deviations. The quick run trains on fewer captions and tests on 12 images, so the margin
-    asked here, MARGIN, is well below the full-run gap while still far above the seed spread.
-    Needs the miniworld models (built once, cached: about ten minutes on 2 shared cores on first use).
+    What the full run (docs/method-check.md, 3 seeds) supports, and so what is asserted here:
+    - the claim "adapted > base" did NOT hold at this scale: the filtered condition scored 0.190 ± 0.028 (0.157..0.208)
+      on the test set against the base model's 0.187, inside the seed spread. A test asserting it would
+      pass or fail by seed luck, so it is not asserted.
+    - what did hold: adaptation through the real stages does not make the model worse than the base by more
+      than the seed spread (the first, under-trained run failed exactly this: 0.05 against 0.19). The
+      tolerance, 0.06, is twice the filtered condition's seed standard deviation in the full run (0.028); the
+      full run's worst filtered seed (0.157) is inside it, the first run's 0.05 far outside.
+    - the judge sees every parsed task and rejects most of the synthesizer's output on domain captions.
+    Needs the miniworld models (built once and cached; ~10 min on idle cores, far longer on busy ones).
     """
     result = mc.run(mc.MethodCheckConfig(out=str(tmp_path / "mc"), **mc.QUICK))
     table = result["table"]
-    assert table["filtered"]["test"]["mean"] > table["base"]["test"]["mean"] + MARGIN, mc.format_table(result)
-    # nothing lost on the way: every stage balances and the judge decided about every synthesized task
+    assert table["filtered"]["test"]["mean"] >= table["base"]["test"]["mean"] - TOLERANCE, mc.format_table(result)
     stages = result["data"]["filtered"]["stages"]
-    assert all(c["in"] == c["out"] + c["rejected"] for c in stages.values())
-    assert stages["judge"]["in"] > 0 and stages["synth"]["in"] == mc.QUICK["n_domain"]
+    assert all(c["in"] == c["out"] + c["rejected"] for c in stages.values())  # nothing lost
+    assert stages["synth"]["in"] == mc.QUICK["n_domain"] and stages["judge"]["in"] > 0
+    assert stages["judge"]["rejected"] > stages["judge"]["out"]
     saved = json.loads((tmp_path / "mc" / "results.json").read_text())
     assert saved["table"] == json.loads(json.dumps(table))
 
 
-MARGIN = 0.05
+TOLERANCE = 0.06
 
 
 def test_batched_engine_matches_the_one_at_a_time_engine(tiny_vlm_path):
