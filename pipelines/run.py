@@ -100,10 +100,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.dry_run:
-        from pipelines.pipeline import make_plan
-        from pipelines.manifest import MANIFEST
+        import json
 
-        print(make_plan(cfg, out, fmt, 0 if not (out / MANIFEST).exists() else -1).describe())
+        from pipelines.manifest import MANIFEST, Manifest
+        from pipelines.pipeline import make_plan
+
+        # Read-only view of an existing run (Manifest.open would delete orphan parts).
+        mf = out / MANIFEST
+        done = len(Manifest(out, json.loads(mf.read_text())).committed_ids()) if mf.exists() else 0
+        print(make_plan(cfg, out, fmt, done).describe())
         return 0
     from pipelines.app import run_all
 

@@ -52,3 +52,21 @@ def test_dry_run_prints_plan_and_writes_nothing(tmp_path, capsys):
     assert code == 0
     assert "IngestStage" in out and "SynthStage" in out and "tiny://vlm" in out
     assert not (tmp_path / "o").exists()
+
+
+def test_dry_run_on_an_existing_run_counts_the_ids_already_written(tmp_path, capsys):
+    from pipelines.manifest import Manifest
+    from pipelines.rows import empty_row, rows_to_batch
+    from pipelines.sinks import DatasetSink
+
+    out = tmp_path / "o"
+    args = ["--domain", "biomed", "--profile", "tiny", "--out", str(out)]
+    from pipelines.run import build_parser, resolve
+
+    cfg, _ = resolve(build_parser().parse_args(args))
+    m = Manifest.open(out, cfg.hash(), {})
+    sink = DatasetSink(out, m, domain="biomed", rows_per_shard=10)
+    sink.add_batch(rows_to_batch([empty_row(id=f"r{i}", image=b"x", caption="c") for i in range(3)]))
+    sink.close()
+    assert main([*args, "--dry-run"]) == 0
+    assert "(resuming: 3 ids already written)" in capsys.readouterr().out
