@@ -26,7 +26,7 @@ demo: $(STAMP)
 	    --stages ingest,synth,judge,mix,train,eval
 
 test: $(STAMP) browser
-	$(PY) -m pytest -q --durations=15 -m "not miniworld" tests
+	$(PY) -m pytest -q --durations=15 tests
 
 # The report test renders OUT/report.html in headless Chromium (Debian package; root installs it).
 browser:

@@ -13,12 +13,12 @@ from synth.config import EngineResources
 class JudgeConfig(EngineResources):
     model: str = Field(
         "meta-llama/Meta-Llama-3-8B",
-        description="Text LLM judge: hub id, local path, or tiny://judge for the offline tiny model.",
+        description="Text LLM judge: hub id, local path, tiny://judge (offline untrained) or miniworld://judge.",
     )
     engine: Literal["vllm", "transformers"] = Field("vllm", description="Judge backend.")
     prompt: str = Field(
         "consistency_v1",
-        description="Few-shot prompt: a built-in name (filters/prompts/<name>.txt) or a path to a domain override.",
+        description="Few-shot prompt: a built-in name (filters/prompts/<name>.txt), package:file.txt, or a path to a domain override.",
     )
     keep_labels: list[Literal["yes", "no", "open"]] = Field(
         default_factory=lambda: ["yes"], description="Labels whose tasks are kept (paper: yes only)."

@@ -34,8 +34,18 @@ _PLACEHOLDER = re.compile(r"\{(instruction|informative|precise)\}")
 
 
 def load_prompt(name_or_path: str) -> str:
-    """Template text: a built-in name (filters/prompts/<name>.txt) or a path to a domain override file."""
-    if name_or_path.endswith(".txt") or "/" in name_or_path:
+    """Template text: a built-in name (filters/prompts/<name>.txt), a package file (``package:file.txt``), or a
+    path to a domain override file."""
+    package, sep, file = name_or_path.partition(":")
+    if sep and "/" not in name_or_path and "\\" not in name_or_path:
+        try:
+            res = resources.files(package) / file
+        except ModuleNotFoundError:
+            raise FileNotFoundError(f"judge prompt {name_or_path!r}: no package {package!r}") from None
+        if not res.is_file():
+            raise FileNotFoundError(f"judge prompt {name_or_path!r}: package {package!r} has no file {file!r}")
+        text = res.read_text(encoding="utf-8")
+    elif name_or_path.endswith(".txt") or "/" in name_or_path:
         path = Path(name_or_path)
         if not path.is_file():
             raise FileNotFoundError(f"judge prompt file {name_or_path!r} does not exist")

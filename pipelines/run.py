@@ -28,7 +28,7 @@ examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pipelines.config import STAGES
+    from pipelines.config import STAGES, builtin_config_names
 
     p = argparse.ArgumentParser(
         prog="vlm-adapt",
@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--domain", default="biomed",
-                   help="Built-in domain config (biomed, food) or a path to a YAML config. Default: biomed.")
+                   help=f"Built-in domain config ({', '.join(builtin_config_names())}) or a path to a YAML config. "
+                        "Default: biomed.")
     p.add_argument("--profile", default=None,
                    help="Profile overlay, e.g. 'tiny': offline tiny models and the embedded sample data.")
     p.add_argument("--input", default=None,

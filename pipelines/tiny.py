@@ -83,8 +83,16 @@ def cache_root() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "vlm-adapt"
 
 
+MINIWORLD_PREFIX = "miniworld://"
+
+
 def resolve_model(ref: str) -> str:
-    """``tiny://<name>`` -> local folder (built on first use); anything else is returned unchanged."""
+    """``tiny://<name>`` (untrained tiny model) or ``miniworld://<name>`` (trained model of the method check,
+    `pipelines.miniworld.models`) -> local folder, built on first use; anything else is returned unchanged."""
+    if ref.startswith(MINIWORLD_PREFIX):
+        from pipelines.miniworld import models
+
+        return str(models.ensure(ref[len(MINIWORLD_PREFIX):]))
     if not ref.startswith(PREFIX):
         return ref
     return str(build_tiny(ref[len(PREFIX):]))

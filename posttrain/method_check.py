@@ -59,7 +59,10 @@ class MethodCheckConfig(BaseModel):
     n_val: int = Field(12, ge=1, description="Domain images of the validation VQA set.")
     n_test: int = Field(32, ge=1, description="Domain images of the held-out test VQA set.")
     epochs: float = Field(2.0, gt=0, description="Domain post-training epochs.")
-    learning_rate: float = Field(1e-3, gt=0, description="Domain post-training learning rate.")
+    learning_rates: list[float] = Field(
+        default_factory=lambda: [3e-5, 1e-4, 3e-4, 1e-3], min_length=1,
+        description="Domain post-training learning rates; with more than one, each condition uses the one with "
+                    "the best validation score of a seed-0 run (the test set is never looked at).")
     batch_size: int = Field(8, ge=1, description="Domain post-training batch size.")
     proxy_warmup_steps: int = Field(10, ge=0, description="Momentum proxy: phase-1 steps (proxy only).")
     eval_max_tokens: int = Field(24, ge=1, description="New tokens per evaluation answer (greedy).")
@@ -108,14 +111,15 @@ def build_data(cfg: MethodCheckConfig, out: Path) -> dict[str, dict[str, Any]]:
     return result
 
 
-def train_condition(condition: str, seed: int, cfg: MethodCheckConfig, data_dir: Path, out: Path) -> dict[str, Any]:
+def train_condition(condition: str, seed: int, cfg: MethodCheckConfig, data_dir: Path, out: Path,
+                    learning_rate: float) -> dict[str, Any]:
     from pipelines.miniworld import models
     from posttrain.config import MomentumProxySettings, TrainConfig
     from posttrain.sft import train
 
     method = "momentum_proxy" if condition == "momentum" else "sft"
     tc = TrainConfig(method=method, model=str(models.ensure("generalist")), epochs=cfg.epochs,
-                     learning_rate=cfg.learning_rate, batch_size=cfg.batch_size, max_length=512, use_gpu=False,
+                     learning_rate=learning_rate, batch_size=cfg.batch_size, max_length=512, use_gpu=False,
                      warmup_ratio=0.05, seed=seed, save_every_steps=100_000, keep_checkpoints=1,
                      momentum_proxy=MomentumProxySettings(warmup_steps=cfg.proxy_warmup_steps))
     metrics = train(tc, data_dir, out)
@@ -194,6 +198,22 @@ def evaluate(model_dir: Path, sets: dict[str, Path], cfg: MethodCheckConfig, pre
     return out
 
 
+def prior_scores(sets: dict[str, dict[str, Path]]) -> dict[str, Any]:
+    """Test scores of the question prior learned on the validation split."""
+    from posttrain.eval.baselines import question_prior
+    from posttrain.eval.runner import score
+    from posttrain.eval.tasks import get_task
+
+    out = {}
+    for task in sets["test"]:
+        spec = get_task(task)
+        known = [e.ref() for e in spec.load(sets["val"][task]).examples]
+        refs = [e.ref() for e in spec.load(sets["test"][task]).examples]
+        out[task] = score(task, question_prior(known, refs), refs)
+    out["score"] = summary_score(out)
+    return out
+
+
 def judge_accuracy(judge: Path, n_images: int = 6, seed: int = 99) -> dict[str, Any]:
     """The trained judge on held-out general triplets (labelled by construction), through the judge's own
     prompt rendering and structured choice: accuracy overall and per true label."""
@@ -221,6 +241,11 @@ def judge_accuracy(judge: Path, n_images: int = 6, seed: int = 99) -> dict[str, 
     hits = [h for v in per.values() for h in v]
     return {"n": len(hits), "accuracy": sum(hits) / len(hits),
             "by_label": {k: {"n": len(v), "accuracy": sum(v) / len(v)} for k, v in sorted(per.items())}}
+
+
+def choose_lr(val_scores: dict[float, float]) -> float:
+    """The learning rate with the best validation score (ties: the smaller one)."""
+    return max(val_scores, key=lambda x: (val_scores[x], -x))
 
 
 def aggregate_runs(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -257,26 +282,52 @@ def run(cfg: MethodCheckConfig) -> dict[str, Any]:
         import ray
 
         ray.shutdown()  # engine actors and workers end here, not at interpreter exit
-    runs = []
+    prior = prior_scores(sets)
+    runs, lr_search = [], {}
+
+    def trained(cond: str, seed: int, lr: float, splits: list[str], tag: str = "") -> dict[str, Any]:
+        rec: dict[str, Any] = {"condition": cond, "seed": seed}
+        model_dir = build["generalist"] if cond == "base" else out / "models" / f"{cond}-s{seed}{tag}"
+        if cond != "base":
+            shutil.rmtree(model_dir, ignore_errors=True)
+            rec["learning_rate"] = lr
+            rec["train"] = train_condition(cond, seed, cfg, Path(datasets[TRAIN_DATA[cond]]["dir"]), model_dir, lr)
+        return evaluated(rec, model_dir, splits, tag)
+
+    def evaluated(rec: dict[str, Any], model_dir: Path, splits: list[str], tag: str) -> dict[str, Any]:
+        for split in splits:
+            pred_dir = out / "predictions" / f"{rec['condition']}-s{rec['seed']}{tag}" / split
+            rec[split] = evaluate(model_dir, sets[split], cfg, pred_dir)
+        return rec
+
+    def drop(model_dir: Path) -> None:
+        if model_dir != build["generalist"] and not cfg.keep_models:
+            shutil.rmtree(model_dir, ignore_errors=True)
+
     for cond in cfg.conditions:
+        lr, first = cfg.learning_rates[0], None
+        if cond != "base" and len(cfg.learning_rates) > 1:
+            # seed 0 at each rate, scored on validation only; the chosen run also serves as seed 0
+            sweep = {x: trained(cond, 0, x, ["val"], f"-lr{x:g}") for x in cfg.learning_rates}
+            lr = choose_lr({x: r["val"]["score"] for x, r in sweep.items()})
+            lr_search[cond] = {"val": {f"{x:g}": r["val"]["score"] for x, r in sweep.items()}, "chosen": lr}
+            log.info("%s: validation score by learning rate %s -> %g", cond, lr_search[cond]["val"], lr)
+            first = evaluated(sweep[lr], out / "models" / f"{cond}-s0-lr{lr:g}", ["test"], f"-lr{lr:g}")
+            for x in cfg.learning_rates:
+                drop(out / "models" / f"{cond}-s0-lr{x:g}")
         seeds = [0] if cond == "base" else cfg.seeds  # the base model has nothing seeded to vary
         for seed in seeds:
-            rec: dict[str, Any] = {"condition": cond, "seed": seed}
-            if cond == "base":
-                model_dir = build["generalist"]
+            if seed == 0 and first is not None:
+                rec = first
             else:
-                model_dir = out / "models" / f"{cond}-s{seed}"
-                shutil.rmtree(model_dir, ignore_errors=True)
-                rec["train"] = train_condition(cond, seed, cfg, Path(datasets[TRAIN_DATA[cond]]["dir"]), model_dir)
-            for split, paths in sets.items():
-                rec[split] = evaluate(model_dir, paths, cfg, out / "predictions" / f"{cond}-s{seed}" / split)
+                rec = trained(cond, seed, lr, list(sets))
+                drop(out / "models" / f"{cond}-s{seed}")
             log.info("%s seed %d: val %.3f test %.3f", cond, seed, rec["val"]["score"], rec["test"]["score"])
             runs.append(rec)
-            if cond != "base" and not cfg.keep_models:
-                shutil.rmtree(model_dir, ignore_errors=True)
     result = {"config": cfg.model_dump(), "models": {n: models.build_info(n) for n in build},
-              "model_build_s": round(t_models, 1), "judge_check": judge_check, "data": datasets, "runs": runs,
-              "table": aggregate_runs(runs), "wall_s": round(time.perf_counter() - t0, 1)}
+              "model_build_s": round(t_models, 1), "judge_check": judge_check, "data": datasets,
+              "lr_search": lr_search, "question_prior": prior, "runs": runs, "table": aggregate_runs(runs),
+              "wall_s": round(time.perf_counter() - t0, 1)}
     (out / "results.json").write_text(json.dumps(result, indent=1, default=str))
     return result
 
@@ -310,10 +361,18 @@ def format_table(result: dict[str, Any]) -> str:
                      f"{m(lambda r: r['test']['slake']['metrics'].get('open_recall', 0))} | "
                      f"{m(lambda r: r['test']['slake']['metrics'].get('closed_accuracy', 0))} | "
                      f"{m(lambda r: r['test']['pmc_vqa']['metrics'].get('accuracy', 0))} |")
+    if "question_prior" in result:  # the reference: answers from the question alone, never the image
+        q = result["question_prior"]
+        lines.append(f"| question prior (no image) | - | - | {q['score']:.3f} | "
+                     f"{q['slake']['metrics'].get('open_recall', 0):.3f} | "
+                     f"{q['slake']['metrics'].get('closed_accuracy', 0):.3f} | {q['pmc_vqa']['metrics']['accuracy']:.3f} |")
     return "\n".join(lines)
 
 
-QUICK = dict(conditions=["base", "filtered"], seeds=[0], n_domain=64, n_val=4, n_test=12, epochs=2.0)
+# The fast version (CI): the full run's data and test set, base and filtered only, seed 0, at the full run's
+# validation choice of learning rate for filtered (docs/method-check.md); model training is cheap here, the
+# vLLM data run is what costs time.
+QUICK = dict(conditions=["base", "filtered"], seeds=[0], learning_rates=[1e-4])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -321,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="method-check-out", help="output folder")
     ap.add_argument("--seeds", type=int, nargs="+", default=None, help="training seeds (default 0 1 2)")
     ap.add_argument("--conditions", nargs="+", choices=CONDITIONS, default=None, help="conditions to run")
+    ap.add_argument("--learning-rates", type=float, nargs="+", default=None,
+                    help="domain learning rates to choose from on the validation split (default 3e-5 1e-4 3e-4 1e-3)")
     ap.add_argument("--quick", action="store_true", help="the small version the test runs")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -329,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
         fields["seeds"] = a.seeds
     if a.conditions:
         fields["conditions"] = a.conditions
+    if a.learning_rates:
+        fields["learning_rates"] = a.learning_rates
     result = run(MethodCheckConfig(**fields))
     print(format_table(result))  # CLI output
     print(format_data(result))

@@ -34,7 +34,7 @@ class EngineResources(Section):
 class SynthConfig(EngineResources):
     model: str = Field(
         "AdaptLLM/visual-instruction-synthesizer",
-        description="Synthesizer: hub id, local path, or tiny://vlm for the offline tiny model.",
+        description="Synthesizer: hub id, local path, tiny://vlm (offline untrained) or miniworld://synthesizer.",
     )
     preset: str = Field(
         "llava_llama3",

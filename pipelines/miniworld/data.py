@@ -70,9 +70,9 @@ def _img_struct(img) -> list[dict[str, Any]]:
     return [{"bytes": png_bytes(img), "path": None}]
 
 
-def write_pretrain_data(path: Path, n: int) -> Path:
-    """General-world conversations for pre-training the generalist."""
-    from posttrain.data import conversation, write_parquet
+def pretrain_examples(n: int) -> list[dict[str, Any]]:
+    """General-world conversations for pre-training the generalist (dataset-contract rows, PIL images)."""
+    from posttrain.data import conversation
 
     rng = random.Random(GENERAL_SEED)
     examples = []
@@ -85,16 +85,19 @@ def write_pretrain_data(path: Path, n: int) -> Path:
         first = turns.pop(rng.randrange(len(turns)))  # which turn comes first varies, so none is tied to the image
         examples.append({"id": f"general-{i}", "images": [img], "messages": conversation(True, [first, *turns]),
                          "task_kind": "general", "split": "train"})
-    write_parquet(str(path), examples)
+    return examples
+
+
+def write_pretrain_data(path: Path, n: int) -> Path:
+    from posttrain.data import write_parquet
+
+    write_parquet(str(path), pretrain_examples(n))
     return path
 
 
-def write_seed_data(path: Path, n: int, tasks_per_image: int = 2) -> Path:
-    """General seed data for synthesizer tuning: caption + precise/informative answers."""
-    qa = pa.struct([("instruction", pa.string()), ("precise", pa.string()), ("informative", pa.string())])
-    schema = pa.schema([("id", pa.string()),
-                        ("images", pa.list_(pa.struct([("bytes", pa.binary()), ("path", pa.string())]))),
-                        ("caption", pa.string()), ("qa", pa.list_(qa))])
+def seed_rows(n: int, tasks_per_image: int = 2) -> list[dict[str, Any]]:
+    """General seed data for synthesizer tuning: caption + precise/informative answers to `tasks_per_image`
+    questions of each of n general images."""
     rng = random.Random(SEED_DATA_SEED)
     rows = []
     for i in range(n):
@@ -102,8 +105,29 @@ def write_seed_data(path: Path, n: int, tasks_per_image: int = 2) -> Path:
         tasks = rng.sample(worlds.general_tasks(attrs, rng), tasks_per_image)
         rows.append({"id": f"seed-{i}", "images": _img_struct(img), "caption": cap,
                      "qa": [{k: t[k] for k in ("instruction", "precise", "informative")} for t in tasks]})
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), str(path))
+    return rows
+
+
+def write_seed_data(path: Path, n: int, tasks_per_image: int = 2) -> Path:
+    """`seed_rows` as Parquet in the layout `posttrain.synthesizer_tuning` reads."""
+    qa = pa.struct([("instruction", pa.string()), ("precise", pa.string()), ("informative", pa.string())])
+    schema = pa.schema([("id", pa.string()),
+                        ("images", pa.list_(pa.struct([("bytes", pa.binary()), ("path", pa.string())]))),
+                        ("caption", pa.string()), ("qa", pa.list_(qa))])
+    pq.write_table(pa.Table.from_pylist(seed_rows(n, tasks_per_image), schema=schema), str(path))
     return path
+
+
+def digest(obj: Any) -> str:
+    """sha256 of a JSON rendering of data rows (images as PNG bytes)."""
+    import hashlib
+
+    from PIL import Image
+
+    def default(o: Any) -> str:
+        return png_bytes(o).hex() if isinstance(o, Image.Image) else o.hex() if isinstance(o, bytes) else repr(o)
+
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=default).encode()).hexdigest()
 
 
 def judge_data(n: int) -> list[dict[str, str]]:

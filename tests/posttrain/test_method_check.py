@@ -52,6 +52,12 @@ def test_data_run_configs_differ_only_where_the_condition_says(name, tmp_path):
     assert ("synth" in rc.stages) == (name != "captions")
 
 
+def test_learning_rate_is_chosen_on_validation_scores_ties_to_the_smaller():
+    assert mc.choose_lr({3e-4: 0.2, 1e-3: 0.3}) == 1e-3
+    assert mc.choose_lr({3e-4: 0.3, 1e-3: 0.3, 1e-4: 0.1}) == 3e-4
+    assert mc.choose_lr({1e-3: 0.0}) == 1e-3
+
+
 def test_config_rejects_unknown_fields():
     with pytest.raises(ValueError):
         mc.MethodCheckConfig(n_domians=3)
@@ -60,32 +66,30 @@ def test_config_rejects_unknown_fields():
 @pytest.mark.miniworld
 @pytest.mark.vllm
 @pytest.mark.slow
-def test_quick_method_check_runs_end_to_end_and_adaptation_does_not_break_the_model(tmp_path):
-    """The fast version (`--quick`: base vs filtered single-stage SFT, seed 0, 64 caption images, 12 test images).
+def test_quick_method_check_direction_adapted_beats_base(tmp_path):
+    """The fast version (`--quick`): the full run's data (160 caption images) and test set (32 images), base
+    vs filtered single-stage SFT only, seed 0, at the learning rate the full run chose on validation (1e-4).
 
-    What the full run (docs/method-check.md, 3 seeds) supports, and so what is asserted here:
-    - the claim "adapted > base" did NOT hold at this scale: the filtered condition scored 0.190 ± 0.028 (0.157..0.208)
-      on the test set against the base model's 0.187, inside the seed spread. A test asserting it would
-      pass or fail by seed luck, so it is not asserted.
-    - what did hold: adaptation through the real stages does not make the model worse than the base by more
-      than the seed spread (the first, under-trained run failed exactly this: 0.05 against 0.19). The
-      tolerance, 0.06, is twice the filtered condition's seed standard deviation in the full run (0.028); the
-      full run's worst filtered seed (0.157) is inside it, the first run's 0.05 far outside.
-    - the judge sees every parsed task and rejects most of the synthesizer's output on domain captions.
-    Needs the miniworld models (built once and cached; ~10 min on idle cores, far longer on busy ones).
+    Asserted direction: filtered > base + MARGIN on the test set. In the full run (docs/method-check.md)
+    filtered scored 0.237 +- 0.004 (0.235..0.241) over three seeds against the base's 0.187, a gap of
+    0.048..0.054; MARGIN = 0.025 is half the smallest gap, about six seed standard deviations below the
+    mean gap, so seed noise is far from failing it while a pipeline that stops teaching the model (the fixed-rate
+    1e-3 run of the earlier record, 0.190) does. The gain is answer format, not domain content (see the doc).
+    Also asserted: nothing is lost on the way, and the judge rejects most synthesized tasks (it rejected
+    133 of 160 in the full run). Needs the miniworld models (built once and cached; ~25 min of CPU cold).
     """
     result = mc.run(mc.MethodCheckConfig(out=str(tmp_path / "mc"), **mc.QUICK))
     table = result["table"]
-    assert table["filtered"]["test"]["mean"] >= table["base"]["test"]["mean"] - TOLERANCE, mc.format_table(result)
+    assert table["filtered"]["test"]["mean"] > table["base"]["test"]["mean"] + MARGIN, mc.format_table(result)
     stages = result["data"]["filtered"]["stages"]
     assert all(c["in"] == c["out"] + c["rejected"] for c in stages.values())  # nothing lost
-    assert stages["synth"]["in"] == mc.QUICK["n_domain"] and stages["judge"]["in"] > 0
+    assert stages["synth"]["in"] == mc.MethodCheckConfig().n_domain and stages["judge"]["in"] > 0
     assert stages["judge"]["rejected"] > stages["judge"]["out"]
     saved = json.loads((tmp_path / "mc" / "results.json").read_text())
     assert saved["table"] == json.loads(json.dumps(table))
 
 
-TOLERANCE = 0.06
+MARGIN = 0.025
 
 
 def test_batched_engine_matches_the_one_at_a_time_engine(tiny_vlm_path):
