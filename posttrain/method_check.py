@@ -177,7 +177,15 @@ class BatchedVLMEngine:
         self.model = None
 
 
-def evaluate(model_dir: Path, sets: dict[str, Path], cfg: MethodCheckConfig, pred_dir: Path) -> dict[str, Any]:
+def load_sets(sets: dict[str, dict[str, Path]]) -> dict[str, dict[str, list]]:
+    """{split: {task: examples}}, read once for every model that is evaluated on them."""
+    from posttrain.eval.tasks import get_task
+
+    return {split: {task: get_task(task).load(path).examples for task, path in paths.items()}
+            for split, paths in sets.items()}
+
+
+def evaluate(model_dir: Path, examples: dict[str, list], cfg: MethodCheckConfig, pred_dir: Path) -> dict[str, Any]:
     """Greedy answers through the eval runner and their scores per task, plus the summary score."""
     from posttrain.eval.runner import chat_renderer, predict, score, write_jsonl
     from posttrain.eval.tasks import get_task
@@ -186,29 +194,25 @@ def evaluate(model_dir: Path, sets: dict[str, Path], cfg: MethodCheckConfig, pre
     try:
         chat = chat_renderer(engine.processor)
         out = {}
-        for task, path in sets.items():
-            spec = get_task(task)
-            loaded = spec.load(path)
-            preds = predict(spec, loaded.examples, engine, chat, batch_size=64)
+        for task, exs in examples.items():
+            preds = predict(get_task(task), exs, engine, chat, batch_size=64)
             write_jsonl(pred_dir / f"{task}.jsonl", preds)
-            out[task] = score(task, preds, [e.ref() for e in loaded.examples])
+            out[task] = score(task, preds, [e.ref() for e in exs])
     finally:
         engine.close()
     out["score"] = summary_score(out)
     return out
 
 
-def prior_scores(sets: dict[str, dict[str, Path]]) -> dict[str, Any]:
-    """Test scores of the question prior learned on the validation split."""
+def prior_scores(sets: dict[str, dict[str, list]]) -> dict[str, Any]:
+    """Test scores of the question prior learned on the validation split (`load_sets` examples)."""
     from posttrain.eval.baselines import question_prior
     from posttrain.eval.runner import score
-    from posttrain.eval.tasks import get_task
 
     out = {}
-    for task in sets["test"]:
-        spec = get_task(task)
-        known = [e.ref() for e in spec.load(sets["val"][task]).examples]
-        refs = [e.ref() for e in spec.load(sets["test"][task]).examples]
+    for task, exs in sets["test"].items():
+        known = [e.ref() for e in sets["val"][task]]
+        refs = [e.ref() for e in exs]
         out[task] = score(task, question_prior(known, refs), refs)
     out["score"] = summary_score(out)
     return out
@@ -274,8 +278,8 @@ def run(cfg: MethodCheckConfig) -> dict[str, Any]:
     t_models = time.perf_counter() - t0
     judge_check = judge_accuracy(build["judge"])
     log.info("judge on held-out general triplets: %s", judge_check)
-    sets = {split: data.write_domain_vqa(out / f"vqa_{split}", n, split)
-            for split, n in (("val", cfg.n_val), ("test", cfg.n_test))}
+    sets = load_sets({split: data.write_domain_vqa(out / f"vqa_{split}", n, split)
+                      for split, n in (("val", cfg.n_val), ("test", cfg.n_test))})
     try:
         datasets = build_data(cfg, out)
     finally:
