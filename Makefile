@@ -22,10 +22,11 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-*; touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) pipelines/run.py --domain biomed --profile tiny --out out/demo --overwrite \
+	$(VENV)/bin/vlm-adapt --domain biomed --profile tiny --out out/demo --overwrite \
 	    --stages ingest,synth,judge,mix,train,eval
 
 test: $(STAMP) browser
+	$(VENV)/bin/lint-imports --no-cache >/dev/null || $(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q --durations=15 tests
 
 # The report test renders OUT/report.html in headless Chromium (Debian package; root installs it).

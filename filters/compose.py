@@ -16,9 +16,9 @@ import re
 import unicodedata
 from typing import Any
 
-from pipelines.config import RunConfig
-from pipelines.rows import add_count, add_task_rejects, get_tasks, set_tasks
-from pipelines.stage import Stage
+from filters.config import ComposeConfig
+from pipelines.core.rows import add_count, add_task_rejects, get_tasks, set_tasks
+from pipelines.core.stage import Stage
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +112,8 @@ class ComposeStage(Stage):
     requires = {"id": "stable row id", "tasks": "JSON list of judged tasks"}
     adds = {"task_rejects": "[]"}
 
-    def __init__(self, cfg: RunConfig):
-        self.mode = cfg.compose.mode
+    def __init__(self, cfg: ComposeConfig):
+        self.mode = cfg.mode
 
     def process(self, rows: list[dict[str, Any]]) -> None:
         for row in rows:
@@ -132,11 +132,12 @@ class ComposeStage(Stage):
             add_count(row, self.name, n_in=len(tasks), n_out=len(kept), n_rejected=len(rejects))
 
     @classmethod
-    def ray_options(cls, cfg: RunConfig) -> dict[str, Any]:
+    def ray_options(cls, batch_size: int) -> dict[str, Any]:
+        """`batch_size`: the judge's, so blocks pass through unsplit."""
         import ray.data
 
         # Cheap text work: one small actor keeps up with the judge pool.
-        return {"compute": ray.data.ActorPoolStrategy(size=1), "batch_size": cfg.judge.batch_size, "num_cpus": 0.25}
+        return {"compute": ray.data.ActorPoolStrategy(size=1), "batch_size": batch_size, "num_cpus": 0.25}
 
 
 def _empty_reject(task: dict[str, Any], mode: str) -> dict[str, Any]:

@@ -6,14 +6,14 @@ from typing import Literal
 
 from pydantic import Field
 
-from pipelines.configbase import Section
-from synth.config import EngineResources
+from pipelines.core.configbase import Section
+from pipelines.core.resources import EngineResources
 
 
 class JudgeConfig(EngineResources):
     model: str = Field(
         "meta-llama/Meta-Llama-3-8B",
-        description="Text LLM judge: hub id, local path, tiny://judge (offline untrained) or miniworld://judge.",
+        description="Text LLM judge: hub id or local path (the CLI also resolves built-in references such as tiny://judge).",
     )
     engine: Literal["vllm", "transformers"] = Field("vllm", description="Judge backend.")
     prompt: str = Field(

@@ -19,10 +19,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pipelines.config import RunConfig
-from pipelines.rows import add_count, add_task_rejects, get_tasks, set_tasks
-from pipelines.stage import Stage
-from synth.engines import Engine, GenRequest, GenResult, SamplingSettings
+from filters.config import JudgeConfig
+from pipelines.core.rows import add_count, add_task_rejects, get_tasks, set_tasks
+from pipelines.core.stage import Stage
+from pipelines.core.engines import Engine, GenRequest, GenResult, SamplingSettings
 
 log = logging.getLogger(__name__)
 
@@ -113,26 +113,25 @@ class ConsistencyJudge(Stage):
     requires = {"id": "stable row id", "tasks": "JSON list of synthetic tasks (instruction, informative, precise)"}
     adds = {"task_rejects": "[]"}
 
-    def __init__(self, cfg: RunConfig, engine: Engine | None = None):
-        jc = cfg.judge
-        self.template = load_prompt(jc.prompt)
-        self.keep = set(jc.keep_labels)
-        self.filter = cfg.compose.mode != "unfiltered"
-        self.max_model_len = jc.max_model_len
-        self.engine = engine if engine is not None else self._build_engine(cfg)
+    def __init__(self, cfg: JudgeConfig, *, filter_tasks: bool = True, seed: int = 0, engine: Engine | None = None):
+        """`cfg.model` is a path or hub id (resolved at the edge). `filter_tasks=False` labels every task but
+        keeps them all (`compose.mode=unfiltered`, the paper's no-filter ablation)."""
+        self.template = load_prompt(cfg.prompt)
+        self.keep = set(cfg.keep_labels)
+        self.filter = filter_tasks
+        self.max_model_len = cfg.max_model_len
+        self.engine = engine if engine is not None else self._build_engine(cfg, seed)
         tok = self.engine.tokenizer
         self._choice_tokens = max(len(tok(c, add_special_tokens=False)["input_ids"]) for c in CHOICES)
 
     @staticmethod
-    def _build_engine(cfg: RunConfig) -> Engine:
-        from pipelines.tiny import resolve_model
-        from synth.engines import make_engine
+    def _build_engine(jc: JudgeConfig, seed: int) -> Engine:
+        from pipelines.core.engines import make_engine
 
-        jc = cfg.judge
         return make_engine(
-            resolve_model(jc.model),
+            jc.model,
             jc,
-            sampling=SamplingSettings(max_tokens=8, temperature=0.0, seed=cfg.seed),
+            sampling=SamplingSettings(max_tokens=8, temperature=0.0, seed=seed),
             multimodal=False,
             max_model_len=jc.max_model_len,
             enable_prefix_caching=jc.enable_prefix_caching,
@@ -185,10 +184,10 @@ class ConsistencyJudge(Stage):
             rejects.append(_reject(task, reason, detail, label or "", score))
 
     @classmethod
-    def ray_options(cls, cfg: RunConfig) -> dict[str, Any]:
-        from synth.engines import engine_pool_options
+    def ray_options(cls, cfg: JudgeConfig) -> dict[str, Any]:
+        from pipelines.core.engines import engine_pool_options
 
-        return engine_pool_options(cfg.judge, cfg.judge.batch_size)
+        return engine_pool_options(cfg, cfg.batch_size)
 
     def close(self) -> None:
         self.engine.close()

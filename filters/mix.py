@@ -11,54 +11,16 @@ from __future__ import annotations
 import json
 import logging
 import random
-import re
 from pathlib import Path
 from typing import Any
 
 from filters.compose import compose_combined, task_key
-from pipelines.config import RunConfig
-from pipelines.rows import add_task_rejects, get_tasks, reject
-from pipelines.stage import Stage
+from filters.config import MixConfig
+from pipelines.core.contract import caption_record, caption_turn, make_record, messages, strip_image_tags
+from pipelines.core.rows import add_task_rejects, get_tasks, reject
+from pipelines.core.stage import Stage
 
 log = logging.getLogger(__name__)
-
-# User turn of the caption task when the source gave none.
-DEFAULT_CAPTION_PROMPT = "Describe the image."
-_IMAGE_TAG = re.compile(r"\s*<image>\s*")
-
-
-def turns_to_messages(turns: list[tuple[str, str]], n_images: int = 1) -> list[dict[str, Any]]:
-    """(user, assistant) text pairs -> chat messages; `n_images` image parts lead the first user turn."""
-    messages: list[dict[str, Any]] = []
-    for i, (user, assistant) in enumerate(turns):
-        content: list[dict[str, Any]] = [{"type": "image"} for _ in range(n_images)] if i == 0 else []
-        content.append({"type": "text", "text": user})
-        messages.append({"role": "user", "content": content})
-        messages.append({"role": "assistant", "content": [{"type": "text", "text": assistant}]})
-    return messages
-
-
-def make_record(
-    turns: list[tuple[str, str]], task_kind: str, *, n_synthetic: int, judge_scores: list[Any], split: str = "train"
-) -> dict[str, Any]:
-    return {
-        "split": split,
-        "messages": turns_to_messages(turns),
-        "task_kind": task_kind,
-        "n_synthetic": n_synthetic,
-        "judge_scores": judge_scores,
-    }
-
-
-def caption_turn(row: dict[str, Any]) -> tuple[str, str]:
-    prompt = _IMAGE_TAG.sub(" ", row.get("user_prompt") or "").strip()
-    return (prompt or DEFAULT_CAPTION_PROMPT, row["caption"])
-
-
-def caption_record(row: dict[str, Any]) -> dict[str, Any]:
-    """The record of an image with its caption task only (also used by the sink when mix did not run)."""
-    return make_record([caption_turn(row)], "caption", n_synthetic=0, judge_scores=[])
-
 
 def synthetic_turns(row: dict[str, Any]) -> tuple[list[tuple[str, str]], list[Any], list[dict[str, Any]]]:
     """(instruction, answer) turns of the kept tasks, their judge scores, and the tasks unusable as a turn.
@@ -124,8 +86,8 @@ class MixStage(Stage):
     requires = {"id": "stable row id", "caption": "caption text", "tasks": "JSON list of composed tasks"}
     adds = {"records": "[]"}
 
-    def __init__(self, cfg: RunConfig):
-        self.mix = cfg.mix
+    def __init__(self, cfg: MixConfig):
+        self.mix = cfg
 
     def process(self, rows: list[dict[str, Any]]) -> None:
         for row in rows:
@@ -140,10 +102,10 @@ class MixStage(Stage):
             row["records"] = json.dumps(records, ensure_ascii=False)
 
     @classmethod
-    def ray_options(cls, cfg: RunConfig) -> dict[str, Any]:
+    def ray_options(cls, batch_size: int) -> dict[str, Any]:
         import ray.data
 
-        return {"compute": ray.data.ActorPoolStrategy(size=1), "batch_size": cfg.judge.batch_size, "num_cpus": 0.25}
+        return {"compute": ray.data.ActorPoolStrategy(size=1), "batch_size": batch_size, "num_cpus": 0.25}
 
 
 def _empty_task_reject(task: dict[str, Any]) -> dict[str, Any]:
@@ -170,7 +132,7 @@ def _conversation_turns(item: dict[str, Any]) -> list[tuple[str, str]]:
     for (ru, u), (ra, a) in zip(msgs[0::2], msgs[1::2], strict=False):
         if ru not in user_roles or ra not in bot_roles:
             raise ValueError(f"general record turns are not user/assistant pairs: {ru!r}, {ra!r}")
-        turns.append((_IMAGE_TAG.sub(" ", u).strip(), a))
+        turns.append((strip_image_tags(u), a))
     if not turns:
         raise ValueError("general record has no user/assistant turn pair")
     return turns
@@ -218,7 +180,7 @@ def load_general_records(path: str, fraction: float, n_domain: int, seed: int) -
         records.append(
             {
                 "split": "train",
-                "messages": turns_to_messages(turns, n_images=len(images)),
+                "messages": messages(turns, n_images=len(images)),
                 "task_kind": "general",
                 "n_synthetic": 0,
                 "judge_scores": [],

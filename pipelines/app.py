@@ -31,7 +31,7 @@ def run_all(cfg: RunConfig, out: Path, args: argparse.Namespace) -> int:
             write_card(out, manifest.data)
             write_report(out)
         if "train" in cfg.stages:
-            from posttrain.sft import train
+            from posttrain.train import train
 
             train(cfg.train, out / "data", out / "model")
             write_report(out)  # adds the loss curve from OUT/model/metrics.jsonl
@@ -75,7 +75,9 @@ def summary(out: Path) -> str:
 
     m = json.loads((out / "manifest.json").read_text()) if (out / "manifest.json").exists() else {"stages": {}}
     lines = [f"done: {out}"]
-    order = ["read", "ingest", "synth", "judge", "compose", "mix", "dedup"]
+    from pipelines.manifest import STAGE_ORDER
+
+    order = list(STAGE_ORDER)
     for stage, c in sorted(m["stages"].items(), key=lambda kv: (order + [kv[0]]).index(kv[0])):
         lines.append(f"  {stage:<8} in {c['in']:>6}  out {c['out']:>6}  rejected {c['rejected']:>6}")
     lines += [

@@ -1,24 +1,46 @@
 """Benchmarks (not tests): each reports a ratio against a baseline measured in the same run.
 
-    python pipelines/bench.py synth  [options]   # whole synth stage vs bare vllm.LLM.generate; RSS at N and 10N
-    python pipelines/bench.py filter [options]   # judge throughput, prefix caching on vs off
-    python pipelines/bench.py train  [options]   # our SFT recipe vs a plain HF Trainer: tokens/s, padding
-    python pipelines/bench.py method [options]   # method check on the miniature world (docs/method-check.md)
+    vlm-adapt-bench synth  [options]   # whole synth stage vs bare vllm.LLM.generate; RSS at N and 10N
+    vlm-adapt-bench filter [options]   # judge throughput, prefix caching on vs off
+    vlm-adapt-bench train  [options]   # our SFT recipe vs a plain HF Trainer: tokens/s, padding
+    vlm-adapt-bench method [options]   # method check on the miniature world (docs/method-check.md)
 
+(`python -m pipelines.bench ...` and `python pipelines/bench.py ...` in an installed checkout are the same.)
 Results and the commands that produced them are recorded in docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
-from pathlib import Path
+from collections.abc import Callable
 
-if __name__ == "__main__" and sys.path and Path(sys.path[0]).name == "pipelines":
-    sys.path.pop(0)
 
-BENCHES = {"synth": "synth.bench", "filter": "filters.bench", "train": "posttrain.bench",
-           "method": "posttrain.method_check"}
+def _synth(argv: list[str]) -> int:
+    from pipelines.benches.synth import main
+
+    return main(argv)
+
+
+def _filter(argv: list[str]) -> int:
+    from pipelines.benches.judge import main
+
+    return main(argv)
+
+
+def _train(argv: list[str]) -> int:
+    from pipelines.benches.train import main
+
+    return main(argv)
+
+
+def _method(argv: list[str]) -> int:
+    from pipelines.experiments.method_check.cli import main
+
+    return main(argv)
+
+
+# imported lazily: each bench pulls in its own heavy stack (vLLM, Ray, torch)
+BENCHES: dict[str, Callable[[list[str]], int]] = {"synth": _synth, "filter": _filter, "train": _train, "method": _method}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in BENCHES:
         print(__doc__)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
-    return importlib.import_module(BENCHES[argv[0]]).main(argv[1:])
+    return BENCHES[argv[0]](argv[1:])
 
 
 if __name__ == "__main__":

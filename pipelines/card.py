@@ -22,7 +22,7 @@ def _splits(manifest: dict[str, Any]) -> list[str]:
 
 
 def card_metadata(manifest: dict[str, Any]) -> dict[str, Any]:
-    from pipelines.sinks import DATASET_FEATURES
+    from pipelines.core.contract import DATASET_FEATURES
 
     cfg = manifest.get("config", {})
     splits = _splits(manifest) or ["train"]

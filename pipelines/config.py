@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, PrivateAttr, ValidationError
 
 from filters.config import ComposeConfig, JudgeConfig, MixConfig
-from pipelines.configbase import Section
+from pipelines.core.configbase import Section
 from posttrain.config import TrainConfig
 from posttrain.eval.config import EvalConfig
 from synth.config import SynthConfig
@@ -84,10 +84,45 @@ class RunConfig(Section):
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation.")
     hub: HubConfig = Field(default_factory=HubConfig, description="Hugging Face Hub publishing.")
 
+    # dotted field -> the reference it held before `with_resolved` (hash and display use the reference)
+    _refs: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    def with_resolved(self, values: dict[str, str | None]) -> RunConfig:
+        """A copy with dotted fields (e.g. ``synth.model``) set to resolved paths; `hash` keeps using the
+        original references, so where a model cache lives does not change a run's identity."""
+        data = self.model_dump()
+        refs = dict(self._refs)
+        for dotted, value in values.items():
+            *parents, leaf = dotted.split(".")
+            node = data
+            for key in parents:
+                node = node[key]
+            refs.setdefault(dotted, node[leaf])
+            node[leaf] = value
+        new = type(self).model_validate(data)
+        new._refs = refs
+        return new
+
+    def reference(self, dotted: str) -> Any:
+        """The value a dotted field had in the config as written (before `with_resolved`)."""
+        if dotted in self._refs:
+            return self._refs[dotted]
+        node: Any = self
+        for key in dotted.split("."):
+            node = getattr(node, key)
+        return node
+
     def hash(self) -> str:
         """Hash of everything that changes the produced rows (not where they go)."""
         data = self.model_dump(mode="json", exclude={"hub", "train", "eval", "num_cpus", "stages"})
         data["input"].pop("limit", None)
+        for dotted, ref in self._refs.items():
+            *parents, leaf = dotted.split(".")
+            node = data
+            for key in parents:
+                node = node.get(key) if isinstance(node, dict) else None
+            if isinstance(node, dict) and leaf in node:
+                node[leaf] = ref
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -18,11 +18,10 @@ import logging
 import os
 from typing import Any, ClassVar
 
-from pipelines.config import RunConfig
-from pipelines.images import ImageRejected, decode_image, encode_png, safe_resolve
-from pipelines.rows import reject
-from pipelines.sources import image_root
-from pipelines.stage import Stage
+from pipelines.config import InputConfig
+from pipelines.core.images import ImageRejected, decode_image, encode_png, safe_resolve
+from pipelines.core.rows import reject
+from pipelines.core.stage import Stage
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +79,12 @@ class IngestStage(Stage):
     }
     adds: ClassVar = {"width": 0, "height": 0}
 
-    def __init__(self, cfg: RunConfig):
-        self.max_pixels = cfg.input.max_image_pixels
-        self.min_chars = cfg.input.min_caption_chars
-        # Used only when a row lacks `image_root` (sources always set it for path rows).
-        self.default_root = image_root(cfg.input) if cfg.input.path else ""
+    def __init__(self, cfg: InputConfig, default_root: str = ""):
+        """`default_root`: folder of relative image paths, used only when a row lacks `image_root`
+        (sources always set it for path rows)."""
+        self.max_pixels = cfg.max_image_pixels
+        self.min_chars = cfg.min_caption_chars
+        self.default_root = default_root
 
     def process(self, rows: list[dict[str, Any]]) -> None:
         for row in rows:
@@ -102,7 +102,7 @@ class IngestStage(Stage):
             row["width"], row["height"] = img.size
 
     @classmethod
-    def ray_options(cls, cfg: RunConfig) -> dict[str, Any]:
+    def ray_options(cls, num_cpus: int | None = None) -> dict[str, Any]:
         """Autoscaling pool of cheap actors, small batches (decoded images are big).
 
         A quarter CPU each, like the other light stages, so ingest never holds a whole core that an
@@ -110,5 +110,5 @@ class IngestStage(Stage):
         """
         import ray.data
 
-        n = cfg.num_cpus or os.cpu_count() or 1
+        n = num_cpus or os.cpu_count() or 1
         return {"compute": ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, n)), "batch_size": 8, "num_cpus": 0.25}

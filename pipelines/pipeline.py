@@ -11,32 +11,50 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from filters.compose import ComposeStage
+from filters.judge import ConsistencyJudge
+from filters.mix import MixStage
+from filters.stats import FilterStats
 from pipelines.config import RunConfig
+from pipelines.core.stage import Stage
+from pipelines.ingest import IngestStage
 from pipelines.manifest import Manifest
+from pipelines.sources import image_root
+from synth.stage import SynthStage
 
 log = logging.getLogger(__name__)
 
-# Stage name in --stages -> stage classes ("module:Class"), in pipeline order.
-# Ingest always runs: it is the safety gate that decodes and checks every image.
-STAGE_CLASSES: dict[str, list[str]] = {
-    "ingest": ["pipelines.ingest:IngestStage"],
-    "synth": ["synth.stage:SynthStage"],
-    "judge": ["filters.judge:ConsistencyJudge"],
-    "mix": ["filters.compose:ComposeStage", "filters.mix:MixStage"],
-}
-DATASET_STAGES = tuple(STAGE_CLASSES)
+# Stage names of --stages that build the dataset, in pipeline order. Ingest always runs: it is the safety
+# gate that decodes and checks every image.
+DATASET_STAGES = ("ingest", "synth", "judge", "mix")
 
 
-def _load(ref: str) -> type:
-    import importlib
+@dataclass(frozen=True)
+class StageCall:
+    """One `map_batches` step: the stage class, its constructor arguments (its own config section plus what
+    it shares with others, passed explicitly) and its Ray options."""
 
-    module, name = ref.split(":")
-    return getattr(importlib.import_module(module), name)
+    cls: type[Stage]
+    kwargs: dict[str, Any]
+    options: dict[str, Any]
 
 
-def planned_stage_classes(cfg: RunConfig) -> list[str]:
+def stage_calls(cfg: RunConfig) -> list[StageCall]:
+    """The dataset stages CFG runs, in order. Model references in CFG must already be resolved to paths."""
     wanted = {"ingest", *cfg.stages}
-    return [ref for name in DATASET_STAGES if name in wanted for ref in STAGE_CLASSES[name]]
+    root = image_root(cfg.input) if cfg.input.path else ""
+    calls = [StageCall(IngestStage, {"cfg": cfg.input, "default_root": root}, IngestStage.ray_options(cfg.num_cpus))]
+    if "synth" in wanted:
+        calls.append(StageCall(SynthStage, {"cfg": cfg.synth, "max_image_pixels": cfg.input.max_image_pixels},
+                               SynthStage.ray_options(cfg.synth)))
+    if "judge" in wanted:
+        calls.append(StageCall(ConsistencyJudge,
+                               {"cfg": cfg.judge, "filter_tasks": cfg.compose.mode != "unfiltered", "seed": cfg.seed},
+                               ConsistencyJudge.ray_options(cfg.judge)))
+    if "mix" in wanted:
+        calls.append(StageCall(ComposeStage, {"cfg": cfg.compose}, ComposeStage.ray_options(cfg.judge.batch_size)))
+        calls.append(StageCall(MixStage, {"cfg": cfg.mix}, MixStage.ray_options(cfg.judge.batch_size)))
+    return calls
 
 
 @dataclass
@@ -68,7 +86,7 @@ def make_plan(cfg: RunConfig, out: Path, input_format: str, done: int) -> Plan:
         models["judge"] = f"{cfg.judge.model} ({cfg.judge.engine}, replicas={cfg.judge.replicas})"
     if "train" in cfg.stages:
         models["train"] = f"{cfg.train.model} ({cfg.train.method})"
-    stages = [r.split(":")[1] for r in planned_stage_classes(cfg)]
+    stages = [c.cls.__name__ for c in stage_calls(cfg)]
     return Plan(str(cfg.input.path), input_format, str(out), stages, done, models)
 
 
@@ -102,9 +120,8 @@ def build_dataset(cfg: RunConfig, done_ids: frozenset[str]):
     from pipelines.sources import read_source
 
     ds = read_source(cfg.input, done_ids=done_ids)
-    for ref in planned_stage_classes(cfg):
-        cls = _load(ref)
-        ds = ds.map_batches(cls, fn_constructor_kwargs={"cfg": cfg}, batch_format="numpy", **cls.ray_options(cfg))
+    for call in stage_calls(cfg):
+        ds = ds.map_batches(call.cls, fn_constructor_kwargs=call.kwargs, batch_format="numpy", **call.options)
     return ds
 
 
@@ -139,7 +156,8 @@ def run_dataset(cfg: RunConfig, out: Path, *, resume: bool = True, overwrite: bo
     init_ray(cfg)
     t0 = time.time()
     bar = Progress(progress)
-    sink = DatasetSink(out, manifest, domain=cfg.domain, rows_per_shard=cfg.rows_per_shard, seen_ids=done, on_row=bar)
+    sink = DatasetSink(out, manifest, domain=cfg.domain, rows_per_shard=cfg.rows_per_shard, seen_ids=done, on_row=bar,
+                       stats=FilterStats)
     ds = build_dataset(cfg, done)
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
         sink.add_batch(batch)

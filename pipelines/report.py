@@ -21,12 +21,11 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from pipelines.manifest import MANIFEST, atomic_write_bytes
+from pipelines.manifest import MANIFEST, STAGE_ORDER, atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
 REPORT = "report.html"
-STAGE_ORDER = ("read", "ingest", "synth", "judge", "compose", "mix", "dedup")
 TASK_STAGES = frozenset({"judge", "compose"})  # these stages count tasks, the others rows
 MAX_SAMPLES = 6  # dataset rows shown
 MAX_REJECTS_PER_REASON = 3

@@ -5,14 +5,10 @@ Exit codes: 0 done, 2 bad config or unreadable input (one line, before any model
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-if __name__ == "__main__" and sys.path and Path(sys.path[0]).name == "pipelines":
-    sys.path.pop(0)  # run as a script: keep pipelines/*.py from shadowing top-level modules
-
 import argparse
 import logging
+import sys
+from pathlib import Path
 
 EPILOG = """\
 overrides:
@@ -79,7 +75,7 @@ def resolve(args: argparse.Namespace):
             from pipelines.config import ConfigError
 
             raise ConfigError("no input: pass --input PATH (or --profile tiny for the embedded sample data)")
-        from pipelines.sample_data import ensure_sample
+        from pipelines.fixtures.sample_data import ensure_sample
 
         cfg.input.path = str(ensure_sample(cfg.domain if cfg.domain in ("biomed", "food") else "biomed"))
     out = Path(args.out or f"out/{cfg.domain}")
@@ -112,9 +108,11 @@ def main(argv: list[str] | None = None) -> int:
         print(make_plan(cfg, out, fmt, done).describe())
         return 0
     from pipelines.app import run_all
+    from pipelines.refs import resolve_run
 
     try:
-        return run_all(cfg, out, args)
+        # model references (tiny://, miniworld://) become local paths here, once, before any stage is built
+        return run_all(resolve_run(cfg, out), out, args)
     except ResumeMismatchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -12,50 +12,47 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
-from datasets import Features, Image, List, Value
 
-from filters.stats import FilterStats
-from pipelines.faults import fault_point
+from pipelines.core.contract import DATASET_SCHEMA, REJECT_SCHEMA, caption_record, dataset_row, parquet_bytes
+from pipelines.core.faults import fault_point
 from pipelines.manifest import Manifest, atomic_write_bytes
-from pipelines.rows import REJECT_COLUMNS, batch_to_rows, reject, reject_records
-
-DATASET_FEATURES = Features(
-    {
-        "id": Value("string"),
-        "source_id": Value("string"),
-        "images": List(Image()),
-        "messages": List(
-            {"role": Value("string"), "content": List({"type": Value("string"), "text": Value("string")})}
-        ),
-        "task_kind": Value("string"),
-        "n_synthetic": Value("int32"),
-        "judge_scores": List(Value("float32")),
-        "domain": Value("string"),
-    }
-)
-DATASET_SCHEMA = DATASET_FEATURES.arrow_schema
-REJECT_SCHEMA = pa.schema(
-    [pa.field(c, pa.float64() if c == "score" else pa.string()) for c in REJECT_COLUMNS]
-)
+from pipelines.core.rows import batch_to_rows, reject, reject_records
 
 
-def default_record(row: Mapping[str, Any]) -> dict[str, Any]:
-    """The caption-task record of an image, for runs where the mix stage did not run."""
-    from filters.mix import caption_record
 
-    return caption_record(row)
+class Stats(Protocol):
+    """A mergeable accumulator over final rows, stored in the manifest (`filters.stats.FilterStats`)."""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Stats: ...
+    def merge(self, other: Stats) -> Stats: ...
+    def add_row(self, row: Mapping[str, Any]) -> None: ...
+    def as_dict(self) -> dict[str, Any]: ...
+
+
+class NoStats:
+    """The accumulator of a sink that keeps no statistics."""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> NoStats:
+        return cls()
+
+    def merge(self, other: Stats) -> NoStats:
+        return self
+
+    def add_row(self, row: Mapping[str, Any]) -> None:
+        return None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {}
 
 
 def write_parquet(path: Path, rows: list[dict[str, Any]], schema: pa.Schema) -> None:
-    table = pa.Table.from_pylist(rows, schema=schema)
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
-    atomic_write_bytes(path, sink.getvalue().to_pybytes())
+    atomic_write_bytes(path, parquet_bytes(rows, schema))
 
 
 class DatasetSink:
@@ -69,7 +66,8 @@ class DatasetSink:
         domain: str,
         rows_per_shard: int,
         seen_ids: Iterable[str] = (),
-        record_fn: Callable[[Mapping[str, Any]], dict[str, Any]] = default_record,
+        record_fn: Callable[[Mapping[str, Any]], dict[str, Any]] = caption_record,
+        stats: type[Stats] | None = None,
         on_row: Callable[[dict[str, Any]], None] | None = None,
     ):
         self.out = out
@@ -77,6 +75,7 @@ class DatasetSink:
         self.domain = domain
         self.rows_per_shard = rows_per_shard
         self.record_fn = record_fn
+        self.stats_cls = stats or NoStats
         self.on_row = on_row
         self.seen: set[str] = set(seen_ids)
         self.run_tag = uuid.uuid4().hex[:8]
@@ -90,7 +89,7 @@ class DatasetSink:
         self.pending_counts: dict[str, Counter] = {}
         self.pending_reasons: Counter = Counter()
         self.pending_tokens = Counter()
-        self.pending_stats = FilterStats()
+        self.pending_stats = self.stats_cls()
         self.n_pending = 0
 
     # -- rows ------------------------------------------------------------------------------------
@@ -135,18 +134,11 @@ class DatasetSink:
 
     def _dataset_row(self, row: Mapping[str, Any], rec: Mapping[str, Any]) -> dict[str, Any]:
         images = rec.get("images")
-        if images is None:
-            images = [row["image"]]
-        return {
-            "id": row["id"],
-            "source_id": row.get("source_id", ""),
-            "images": [{"bytes": b, "path": None} for b in images],
-            "messages": rec["messages"],
-            "task_kind": rec.get("task_kind", "caption"),
-            "n_synthetic": int(rec.get("n_synthetic", 0)),
-            "judge_scores": [float(s) for s in rec.get("judge_scores", [])],
-            "domain": self.domain,
-        }
+        return dataset_row(
+            id=row["id"], source_id=row.get("source_id", ""), images=[row["image"]] if images is None else images,
+            messages=rec["messages"], task_kind=rec.get("task_kind", "caption"), split=rec.get("split", "train"),
+            n_synthetic=rec.get("n_synthetic", 0), judge_scores=rec.get("judge_scores", []), domain=self.domain,
+        )
 
     def add_extra_records(self, records: list[dict[str, Any]], id_prefix: str) -> None:
         """Records that come from outside the pipeline (general data mixed in)."""
@@ -178,7 +170,7 @@ class DatasetSink:
         tokens = self.manifest.data["tokens"]
         for k, v in self.pending_tokens.items():
             tokens[k] = tokens.get(k, 0) + v
-        total = FilterStats.from_dict(self.manifest.data.get("filter_stats")).merge(self.pending_stats)
+        total = self.stats_cls.from_dict(self.manifest.data.get("filter_stats")).merge(self.pending_stats)
         self.manifest.data["filter_stats"] = total.as_dict()
         self.manifest.commit(new)
         self._reset_pending()

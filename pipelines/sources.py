@@ -1,4 +1,4 @@
-"""Shard readers: image-caption inputs -> a Ray Dataset of rows that follow `pipelines.rows`.
+"""Shard readers: image-caption inputs -> a Ray Dataset of rows that follow `pipelines.core.rows`.
 
 Formats (`input.format`, or inferred from the path when "auto"), one reader module each under
 `pipelines/readers/`:
@@ -39,7 +39,7 @@ from pipelines.readers.common import (
 )
 from pipelines.readers.json_reader import check_json, json_files, json_rows, parse_json_record
 from pipelines.readers.webdataset_reader import IMAGE_EXTS, check_tars, plan_tars, tar_rows, webdataset_row
-from pipelines.rows import empty_row, rows_to_batch
+from pipelines.core.rows import empty_row, rows_to_batch
 
 __all__ = [
     "IMAGE_EXTS", "ROWS_PER_BATCH", "STAGE", "TAR_SUFFIXES", "InputError", "Malformed", "arrow_rows", "check_input",

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from pipelines.configbase import Section
+from pipelines.core.configbase import Section
 
 
 class LoraSettings(Section):
@@ -54,7 +54,7 @@ class TrainConfig(Section):
     method: Literal["sft", "momentum_proxy", "vitask", "synthesizer"] = Field(
         "sft", description="Post-training method."
     )
-    model: str = Field("Qwen/Qwen2-VL-2B-Instruct", description="Target VLM: hub id, local path, tiny://vlm or miniworld://generalist.")
+    model: str = Field("Qwen/Qwen2-VL-2B-Instruct", description="Target VLM: hub id or local path (the CLI also resolves built-in references such as tiny://vlm).")
     epochs: float = Field(1.0, gt=0, description="Training epochs (published default: one).")
     learning_rate: float = Field(1e-5, gt=0, description="Peak learning rate (published range 1e-5..2e-5).")
     lr_vision: float | None = Field(None, gt=0, description="Learning rate of the vision encoder (None: learning_rate).")

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from posttrain.config import TrainConfig
+from posttrain.sft import SFTRecipe
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +107,6 @@ def _worker_loop(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
-    from posttrain.sft import recipe_class
-
     cfg = TrainConfig.model_validate(config["cfg"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -119,7 +118,7 @@ def _worker_loop(config: dict[str, Any]) -> None:
             return fsdp_shard(module, device, world)
         return ray.train.torch.prepare_model(module, parallel_strategy="ddp")
 
-    cls = recipe_class(cfg.method)
+    cls = config["recipe_cls"]
     if fsdp:
         cls = type(f"FSDP{cls.__name__}", (_FSDPCheckpointing, cls), {})
     recipe = cls(cfg, config["data_files"], config["out_dir"], rank=rank, world_size=world, wrap_model=wrap,
@@ -136,18 +135,16 @@ def _worker_loop(config: dict[str, Any]) -> None:
     ray.train.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
 
 
-def check_strategy(cfg: TrainConfig) -> None:
+def check_strategy(cfg: TrainConfig, recipe_cls: type[SFTRecipe]) -> None:
     """Raise ValueError for a method the chosen strategy cannot train."""
-    from posttrain.sft import SFTRecipe, recipe_class
-
-    if cfg.strategy == "fsdp" and recipe_class(cfg.method).method_modules is not SFTRecipe.method_modules:
+    if cfg.strategy == "fsdp" and recipe_cls.method_modules is not SFTRecipe.method_modules:
         raise ValueError(f"strategy 'fsdp' does not support method {cfg.method!r}: its method state lives "
                          "outside the model and would be neither sharded nor checkpointed; use strategy 'ddp'")
 
 
-def train_distributed(cfg: TrainConfig, data_files: Sequence[str], out_dir: str | Path, *,
+def train_distributed(cfg: TrainConfig, recipe_cls: type[SFTRecipe], data_files: Sequence[str], out_dir: str | Path, *,
                       stop_after_steps: int | None = None) -> dict[str, Any]:
-    """Run `cfg.method` on `cfg.num_workers` Ray Train workers; returns rank 0's metrics.
+    """Run RECIPE_CLS (`cfg.method`'s recipe) on `cfg.num_workers` Ray Train workers; returns rank 0's metrics.
 
     `stop_after_steps` ends every worker after that many optimizer steps without a final save
     (a test hook that plays a kill; the next call with the same `out_dir` resumes)."""
@@ -155,13 +152,13 @@ def train_distributed(cfg: TrainConfig, data_files: Sequence[str], out_dir: str 
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    check_strategy(cfg)
+    check_strategy(cfg, recipe_cls)
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     use_gpu = cfg.use_gpu if cfg.use_gpu is not None else bool(ray.cluster_resources().get("GPU", 0))
     trainer = TorchTrainer(
         _worker_loop,
-        train_loop_config={"cfg": cfg.model_dump(mode="json"), "out_dir": str(out),
+        train_loop_config={"cfg": cfg.model_dump(mode="json"), "recipe_cls": recipe_cls, "out_dir": str(out),
                            "data_files": [str(Path(f).resolve()) for f in data_files],
                            "stop_after_steps": stop_after_steps},
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=use_gpu),

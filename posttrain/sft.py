@@ -5,17 +5,10 @@ Layout of `out_dir` after a run: the final model + processor at the top level (l
 `metrics.jsonl` (one line per optimizer step), `skipped.jsonl` (examples not trained on, with reason),
 and `checkpoints/step-NNNNNNN/` + `checkpoints/latest` (trainable weights, optimizer, scheduler,
 sampler position, RNG, method state). A run finding `checkpoints/latest` resumes from it.
-
-Module groups for per-module learning rates and freezing are found by parameter-name patterns
-(`MODULE_PATTERNS`): projector first (Qwen2-VL's merger sits inside `visual`), then vision, and
-everything else is the language model. Families covered: Idefics3/SmolVLM (`vision_model`, `connector`,
-`text_model`), LLaVA(-Next) (`vision_tower`, `multi_modal_projector`, `language_model`), Qwen2-VL
-(`visual`, `visual.merger`, `language_model`), Llama-3.2-Vision (`vision_model`, `multi_modal_projector`).
 """
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
 import math
@@ -31,67 +24,12 @@ import numpy as np
 import torch
 
 from posttrain.config import TrainConfig
-from posttrain.data import Collator, EncodeOptions, LengthGroupedBatchSampler, SFTDataset, load_rows
+from posttrain.collate import Collator
+from posttrain.dataset import LengthGroupedBatchSampler, SFTDataset, load_rows
+from posttrain.encoding import EncodeOptions
+from posttrain.optim import TRAINED_SPLITS, atomic_write, build_scheduler, module_group, param_groups
 
 log = logging.getLogger(__name__)
-
-MODULE_PATTERNS: dict[str, tuple[str, ...]] = {
-    "projector": ("multi_modal_projector", "connector", "visual.merger", "mm_projector", "modality_projection"),
-    "vision": ("vision_model", "vision_tower", "visual.", "vision_encoder", "image_encoder"),
-}
-GROUPS = ("vision", "projector", "language")
-TRAINED_SPLITS = ("train", "stage1", "stage2")
-
-
-def module_group(name: str) -> str:
-    """'vision' | 'projector' | 'language' for a parameter name (see MODULE_PATTERNS)."""
-    for group in ("projector", "vision"):
-        if any(p in name for p in MODULE_PATTERNS[group]):
-            return group
-    return "language"
-
-
-def data_files_in(data_dir: str | Path) -> list[str]:
-    """Parquet files of a dataset folder (`OUT/data` or `OUT`)."""
-    d = Path(data_dir)
-    files = sorted(glob.glob(str(d / "*.parquet"))) or sorted(glob.glob(str(d / "data" / "*.parquet")))
-    if d.is_file():
-        files = [str(d)]
-    if not files:
-        raise FileNotFoundError(f"no Parquet files in {d} or {d / 'data'}")
-    return files
-
-
-def param_groups(module: torch.nn.Module, cfg: TrainConfig, trainable_names: Sequence[str]) -> list[dict[str, Any]]:
-    """AdamW groups of the trainable parameters per module group, at `lr_<group>` (else `learning_rate`);
-    biases and norms go to undecayed `<group>_nd` groups. The names key the learning rates in metrics.jsonl."""
-    lrs = {"vision": cfg.lr_vision, "projector": cfg.lr_projector, "language": cfg.lr_language}
-    params = dict(module.named_parameters())
-    groups = []
-    for g in GROUPS:
-        names = [n for n in trainable_names if module_group(n) == g]
-        for decay in (True, False):
-            ps = [params[n] for n in names if (params[n].dim() >= 2) == decay]
-            if ps:
-                groups.append({"params": ps, "lr": lrs[g] or cfg.learning_rate, "name": f"{g}{'' if decay else '_nd'}",
-                               "weight_decay": cfg.weight_decay if decay else 0.0})
-    return groups
-
-
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
-    """`cfg.lr_scheduler` over `total_steps` optimizer steps, warming up for `cfg.warmup_ratio` of them."""
-    from transformers import get_scheduler
-
-    name = "constant_with_warmup" if cfg.lr_scheduler == "constant" else cfg.lr_scheduler
-    return get_scheduler(name, optimizer, num_warmup_steps=int(cfg.warmup_ratio * total_steps),
-                         num_training_steps=total_steps)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
 
 class SFTRecipe:
     """Supervised fine-tuning on assistant tokens. Subclasses override the hooks below
@@ -152,10 +90,8 @@ class SFTRecipe:
         """`cfg.model` in fp32 on CPU, with LoRA adapters when enabled (nothing frozen yet)."""
         from transformers import AutoModelForImageTextToText
 
-        from pipelines.tiny import resolve_model
-
         cfg = self.cfg
-        module = AutoModelForImageTextToText.from_pretrained(resolve_model(cfg.model), dtype=torch.float32)
+        module = AutoModelForImageTextToText.from_pretrained(cfg.model, dtype=torch.float32)
         if cfg.lora.enabled:
             from peft import LoraConfig, get_peft_model
 
@@ -168,12 +104,10 @@ class SFTRecipe:
     def setup(self) -> None:
         from transformers import AutoProcessor
 
-        from pipelines.tiny import resolve_model
-
         cfg = self.cfg
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._seed_all(cfg.seed)
-        self.processor = AutoProcessor.from_pretrained(resolve_model(cfg.model))
+        self.processor = AutoProcessor.from_pretrained(cfg.model)
         module = self.load_module()
         self.autocast = cfg.precision == "bf16" or (
             cfg.precision == "auto" and self.device.type == "cuda" and torch.cuda.is_bf16_supported()
@@ -342,7 +276,7 @@ class SFTRecipe:
         torch.save(state, tmp / "state.pt")
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
-        _atomic_write(self.ckpt_dir / "latest", final.name)
+        atomic_write(self.ckpt_dir / "latest", final.name)
         for old in sorted(self.ckpt_dir.glob("step-*"))[:-self.cfg.keep_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)
 
@@ -370,7 +304,7 @@ class SFTRecipe:
             # Steps after the checkpoint were lost with the killed run; they are trained again.
             lines = (self.out_dir / "metrics.jsonl").read_text().splitlines()
             keep = [ln for ln in lines if json.loads(ln)["step"] <= self.step]
-            _atomic_write(self.out_dir / "metrics.jsonl", "".join(ln + "\n" for ln in keep))
+            atomic_write(self.out_dir / "metrics.jsonl", "".join(ln + "\n" for ln in keep))
         log.info("resumed from %s (step %d)", d, self.step)
 
     def save_final(self) -> None:
@@ -391,40 +325,3 @@ class SFTRecipe:
 
     def cleanup(self) -> None:
         self.model = self.module = self.optimizer = self.scheduler = None  # type: ignore[assignment]
-
-
-RECIPES = {
-    "sft": "posttrain.sft:SFTRecipe",
-    "momentum_proxy": "posttrain.momentum_proxy:MomentumProxyRecipe",
-    "synthesizer": "posttrain.synthesizer_tuning:SynthesizerTuningRecipe",
-}
-
-
-def recipe_class(method: str) -> type[SFTRecipe]:
-    import importlib
-
-    if method not in RECIPES:
-        raise ValueError(f"method {method!r} has no SFT-style recipe; allowed: {sorted(RECIPES)}")
-    mod, attr = RECIPES[method].split(":")
-    return getattr(importlib.import_module(mod), attr)
-
-
-def train(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
-    """Train `cfg.method` on the dataset in `data_dir`; the final model lands in `out_dir`. Returns metrics."""
-    if cfg.method == "vitask":
-        from posttrain import vitask  # VITask owns its two-stage loop
-
-        return vitask.train(cfg, data_dir, out_dir)
-    files = data_files_in(data_dir)
-    if cfg.num_workers > 1:
-        from posttrain.distributed import train_distributed
-
-        return train_distributed(cfg, files, out_dir)
-    recipe = recipe_class(cfg.method)(cfg, files, out_dir)
-    recipe.setup()
-    try:
-        metrics = recipe.train()
-    finally:
-        recipe.cleanup()
-    _atomic_write(Path(out_dir) / "train_summary.json", json.dumps(metrics, indent=2, default=str))
-    return metrics

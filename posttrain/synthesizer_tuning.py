@@ -26,7 +26,8 @@ from typing import Any
 
 from PIL import Image
 
-from posttrain.data import EncodeOptions
+from pipelines.core.contract import messages
+from posttrain.encoding import EncodeOptions
 from posttrain.sft import SFTRecipe
 
 CAPTION_HINT = "Describe the image."
@@ -43,14 +44,7 @@ def synthesizer_messages(caption: str, qa: list[dict[str, Any]], seed: int | str
             if t.get(key):
                 pairs.append((f"{hint}{HINT_SEPARATOR}{t['instruction']}", t[key]))
     random.Random(str(seed)).shuffle(pairs)
-    msgs: list[dict[str, Any]] = [
-        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": CAPTION_HINT}]},
-        {"role": "assistant", "content": [{"type": "text", "text": caption}]},
-    ]
-    for q, a in pairs:
-        msgs += [{"role": "user", "content": [{"type": "text", "text": q}]},
-                 {"role": "assistant", "content": [{"type": "text", "text": a}]}]
-    return msgs
+    return messages([(CAPTION_HINT, caption), *pairs])
 
 
 def is_blank(row_id: str, fraction: float, seed: int) -> bool:

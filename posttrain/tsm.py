@@ -1,7 +1,7 @@
 """Task-specific model (TSM) plug-in for VITask: any image model that yields one feature vector per image.
 
 Two sources:
-- an image classifier loadable by `AutoModelForImageClassification` (hub id, local path or `tiny://tsm`);
+- an image classifier loadable by `AutoModelForImageClassification` (hub id or local path; `tiny://tsm` is resolved to a path by the CLI edge);
   the feature is the input of its classification head ("pooled", captured by a forward hook on the head,
   so it works for ViT, ConvNeXt, ResNet, ... alike), the first token of the last hidden state ("cls"),
   the token mean ("mean"), or the class logits ("logits");
@@ -30,14 +30,6 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 FeatureKind = Literal["pooled", "cls", "mean", "logits"]
-
-
-def _resolve(ref: str) -> str:
-    if ref.startswith("tiny://"):
-        from pipelines.tiny import resolve_model  # only needed for the offline test models
-
-        return resolve_model(ref)
-    return ref
 
 
 def _import_attr(ref: str) -> object:
@@ -90,7 +82,7 @@ class TaskSpecificModel(nn.Module):
 
     @classmethod
     def load(cls, ref: str, *, feature: FeatureKind = "pooled", frozen: bool = True) -> TaskSpecificModel:
-        """From a hub id / local path / tiny://tsm (image classifier) or an import path "pkg.module:attr"."""
+        """From a hub id / local path (image classifier) or an import path "pkg.module:attr"."""
         if _is_import_path(ref):
             obj = _import_attr(ref)
             module = obj if isinstance(obj, nn.Module) else obj()  # type: ignore[operator]
@@ -100,7 +92,7 @@ class TaskSpecificModel(nn.Module):
             return cls(module, feature="pooled", image_size=size, frozen=frozen)
         from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-        path = _resolve(ref)
+        path = ref
         model = AutoModelForImageClassification.from_pretrained(path)
         processor = AutoImageProcessor.from_pretrained(path)
         return cls(model, feature=feature, image_processor=processor, frozen=frozen)
@@ -210,7 +202,7 @@ def train_classifier(
     torch.manual_seed(seed)
     rng = random.Random(seed)
     ids, id2label = _label_ids(labels)
-    path = _resolve(model_ref)
+    path = model_ref
     processor = AutoImageProcessor.from_pretrained(path)
     model = AutoModelForImageClassification.from_pretrained(
         path,

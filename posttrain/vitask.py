@@ -1,4 +1,4 @@
-"""VITask training (arXiv 2410.06456): `train(cfg, data_dir, out_dir)`, the entry `posttrain.sft.train` calls
+"""VITask training (arXiv 2410.06456): `train(cfg, data_dir, out_dir)`, the entry `posttrain.train.train` calls
 for `method: vitask`, and the two-stage loop `train_vitask`.
 
 Stage 1 trains the exemplar connector and the VLM with van*L_van + ep*L_EP + a*L_RDA; stage 2 freezes the
@@ -35,8 +35,9 @@ import torch
 from torch import nn
 
 from posttrain.config import TrainConfig, VITaskSettings
-from posttrain.data import EncodeOptions, LengthGroupedBatchSampler, load_rows
-from posttrain.sft import TRAINED_SPLITS, build_scheduler, data_files_in, module_group, param_groups
+from posttrain.dataset import LengthGroupedBatchSampler, load_rows
+from posttrain.encoding import EncodeOptions
+from posttrain.optim import TRAINED_SPLITS, build_scheduler, data_files_in, module_group, param_groups
 from posttrain.vitask_data import VITaskBatch, VITaskCollator, VITaskDataset, pad_token_id
 from posttrain.vitask_objective import CONNECTOR_FILE, VITaskObjective, load_tsm, save_connector
 
@@ -196,15 +197,13 @@ def train(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path) -> dict[s
         raise NotImplementedError("vitask trains in one process; set train.num_workers=1")
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from pipelines.tiny import resolve_model
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     device = torch.device("cuda" if (cfg.use_gpu if cfg.use_gpu is not None else torch.cuda.is_available()) else "cpu")
-    path = resolve_model(cfg.model)
+    path = cfg.model
     processor = AutoProcessor.from_pretrained(path)
     model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32).to(device)
     if cfg.gradient_checkpointing:

@@ -1,16 +1,16 @@
-"""VITask training data on top of `posttrain.data`: single-turn examples, CRT negatives, TSM pixels.
+"""VITask training data on top of `posttrain.encoding` and `posttrain.dataset`: single-turn examples, CRT negatives, TSM pixels.
 
 Dataset rows follow the dataset contract (`id`, `images`, `messages`, ...). VITask works on
 (image, instruction, response) triples, so every user->assistant pair of a row becomes one example
 (id `<row id>` for a single-turn row, `<row id>#t<k>` otherwise) that keeps the row's image. Tokenization,
-assistant-only labels, skipping and collation are `posttrain.data`'s (`SFTDataset`, `encode_example`,
+assistant-only labels, skipping and collation are the shared ones (`SFTDataset`, `encode_example`,
 `Collator`); this module adds what only VITask needs: the TSM's pixels of each image and, for CRT, the same
 instruction and response encoded with a *negative* image (that of another example with the same
 instruction and a different response).
 
 Nothing is dropped silently: a row or turn that cannot be used becomes a reject record
 `{id, stage: "vitask", reason, detail}` (`missing_image`, `multiple_images`, `no_turns`,
-`empty_instruction`, `empty_response`, and `posttrain.data`'s `too_long`, `image_truncation`,
+`empty_instruction`, `empty_response`, and the encoder's `too_long`, `image_truncation`,
 `unreadable_image`, `no_labels`).
 """
 
@@ -24,7 +24,9 @@ from typing import Any
 import torch
 from PIL import Image
 
-from posttrain.data import Collator, EncodeOptions, SFTDataset, SkipExample, encode_example, row_images
+from posttrain.collate import Collator
+from posttrain.dataset import SFTDataset
+from posttrain.encoding import EncodeOptions, SkipExample, encode_example, row_images
 from posttrain.tsm import TaskSpecificModel
 
 log = logging.getLogger(__name__)
@@ -214,7 +216,7 @@ class VITaskBatch:
 
 @dataclass
 class VITaskCollator:
-    """`VITaskDataset` items -> `VITaskBatch`; text/vision collation is `posttrain.data.Collator`'s."""
+    """`VITaskDataset` items -> `VITaskBatch`; text/vision collation is `posttrain.collate.Collator`'s."""
 
     pad_token_id: int
     tsm: TaskSpecificModel | None = None

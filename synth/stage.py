@@ -11,11 +11,11 @@ from __future__ import annotations
 import logging
 from typing import Any, ClassVar
 
-from pipelines.config import RunConfig
-from pipelines.images import ImageRejected, decode_image, resize_max_pixels
-from pipelines.rows import add_count, add_task_rejects, set_tasks
-from pipelines.stage import Stage
-from synth.engines import Engine, GenRequest, SamplingSettings, engine_pool_options, make_engine
+from pipelines.core.images import ImageRejected, decode_image, resize_max_pixels
+from pipelines.core.rows import add_count, add_task_rejects, set_tasks
+from pipelines.core.stage import Stage
+from pipelines.core.engines import Engine, GenRequest, SamplingSettings, engine_pool_options, make_engine
+from synth.config import SynthConfig
 from synth.parse import ParseResult, parse_output
 from synth.prompt import load_preset, render_prompt
 
@@ -24,8 +24,7 @@ log = logging.getLogger(__name__)
 STAGE = "synth"
 
 
-def sampling_settings(cfg: RunConfig) -> SamplingSettings:
-    s = cfg.synth
+def sampling_settings(s: SynthConfig) -> SamplingSettings:
     preset = load_preset(s.preset)
     return SamplingSettings(
         max_tokens=s.max_tokens,
@@ -53,38 +52,38 @@ class SynthStage(Stage):
     }
     adds: ClassVar[dict[str, Any]] = {"synth_text": "", "n_prompt_tokens": 0, "n_output_tokens": 0}
 
-    def __init__(self, cfg: RunConfig, engine: Engine | None = None) -> None:
-        from pipelines.tiny import resolve_model
-
+    def __init__(self, cfg: SynthConfig, max_image_pixels: int, engine: Engine | None = None) -> None:
+        """`cfg.model` is a path or hub id (references are resolved at the edge); `max_image_pixels` is the
+        ingest limit (`input.max_image_pixels`), re-checked when the image is decoded here."""
         self.cfg = cfg
-        self.preset = load_preset(cfg.synth.preset)
-        self.max_image_pixels = cfg.input.max_image_pixels
+        self.preset = load_preset(cfg.preset)
+        self.max_image_pixels = max_image_pixels
         if engine is None:
             engine = make_engine(
-                resolve_model(cfg.synth.model),
-                cfg.synth,
+                cfg.model,
+                cfg,
                 sampling=sampling_settings(cfg),
                 multimodal=True,
-                max_model_len=cfg.synth.max_model_len,
+                max_model_len=cfg.max_model_len,
                 limit_images=1,
             )
         self.engine = engine
 
     @classmethod
-    def ray_options(cls, cfg: RunConfig) -> dict[str, Any]:
+    def ray_options(cls, cfg: SynthConfig) -> dict[str, Any]:
         """map_batches kwargs: one engine per actor, GPUs per actor = tensor parallel size on CUDA."""
-        return engine_pool_options(cfg.synth, cfg.synth.batch_size)
+        return engine_pool_options(cfg, cfg.batch_size)
 
     def _request(self, row: dict[str, Any]) -> GenRequest:
         img = decode_image(row["image"], self.max_image_pixels)
-        img = resize_max_pixels(img, self.cfg.synth.max_pixels)
-        question = row.get("user_prompt") if self.cfg.synth.use_source_prompt else None
+        img = resize_max_pixels(img, self.cfg.max_pixels)
+        question = row.get("user_prompt") if self.cfg.use_source_prompt else None
         prompt = render_prompt(self.preset, row["caption"], question or None, getattr(self.engine, "processor", None))
         return GenRequest(prompt=prompt, images=[img])
 
     def process(self, rows: list[dict[str, Any]]) -> None:
         todo: list[tuple[dict[str, Any], GenRequest]] = []
-        limit = self.cfg.synth.max_model_len - 1  # leave room for at least one new token
+        limit = self.cfg.max_model_len - 1  # leave room for at least one new token
         for row in rows:
             try:
                 req = self._request(row)

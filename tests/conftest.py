@@ -12,14 +12,14 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 @pytest.fixture(scope="session")
 def tiny_vlm_path() -> str:
-    from pipelines.tiny import resolve_model
+    from pipelines.refs import resolve_model
 
     return resolve_model("tiny://vlm")
 
 
 @pytest.fixture(scope="session")
 def tiny_judge_path() -> str:
-    from pipelines.tiny import resolve_model
+    from pipelines.refs import resolve_model
 
     return resolve_model("tiny://judge")
 

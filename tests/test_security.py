@@ -12,7 +12,7 @@ import pytest
 from pydantic import BaseModel
 
 from pipelines.config import RunConfig, builtin_config_names, load_config
-from pipelines.images import ImageRejected, safe_resolve
+from pipelines.core.images import ImageRejected, safe_resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("synth", "filters", "posttrain", "pipelines")

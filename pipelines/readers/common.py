@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.config import InputConfig
-from pipelines.rows import content_id, count_row_stage, empty_row, reject
+from pipelines.core.rows import content_id, count_row_stage, empty_row, reject
 
 STAGE = "read"
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")

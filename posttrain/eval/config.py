@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from pipelines.configbase import Section
-from synth.config import EngineResources
+from pipelines.core.configbase import Section
+from pipelines.core.resources import EngineResources
 
 
 class EvalConfig(Section):

@@ -1,5 +1,5 @@
 """Run a task: examples -> prompts (template + the model's chat template) -> batched greedy
-generation through `synth.engines` -> prediction records; and score prediction files by id.
+generation through `pipelines.core.engines` -> prediction records; and score prediction files by id.
 
 Prediction record (one JSONL line): `{id, task, prediction, answer, answer_type, choices, question,
 n_prompt_tokens, n_output_tokens, finish_reason, reject_stage, reject_reason}`. An example that
@@ -53,7 +53,7 @@ def predict(
     max_tokens: int = 1,
 ) -> list[dict[str, Any]]:
     """One prediction record per example, in input order (ids checked: none lost, none duplicated)."""
-    from synth.engines import GenRequest
+    from pipelines.core.engines import GenRequest
 
     ids = [e.id for e in examples]
     if len(set(ids)) != len(ids):

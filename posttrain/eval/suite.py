@@ -1,8 +1,8 @@
 """The pipeline's `eval` stage: every configured task, every model (base vs adapted), one report.
 
 Writes under OUT/eval/: `<model>/<task>.pred.jsonl` (+ refs, rejects), `<model>/<task>.scores.json`,
-and the comparison `report.{md,html,png,json}`. `eval.data_dir: tiny://biomed` builds the tiny
-evaluation set from the sample domain, so the whole path runs offline.
+and the comparison `report.{md,html,png,json}`. Model and data references arrive resolved to paths
+(`eval.data_dir: tiny://biomed` is built into a folder by the CLI edge, `pipelines.refs`).
 """
 
 from __future__ import annotations
@@ -18,17 +18,9 @@ log = logging.getLogger(__name__)
 
 
 def task_data(cfg: EvalConfig, out_dir: Path) -> dict[str, Path | str]:
-    """Where each task's data lives: a built tiny set, `data_dir/<task>`, or the task's hub id."""
+    """Where each task's data lives: `data_dir/<task>`, or the task's hub id."""
     from posttrain.eval.tasks import get_task
 
-    if cfg.data_dir and cfg.data_dir.startswith("tiny://"):
-        from posttrain.eval.tiny_eval import build_tiny_eval
-
-        built = build_tiny_eval(out_dir / "data", n=cfg.limit or 8, seed=0, domain=cfg.data_dir[len("tiny://"):])
-        missing = [t for t in cfg.tasks if t not in built]
-        if missing:
-            raise ValueError(f"the tiny eval set has tasks {sorted(built)}, not {missing}")
-        return {t: built[t] for t in cfg.tasks}
     paths: dict[str, Path | str] = {}
     for t in cfg.tasks:
         spec = get_task(t)
@@ -44,12 +36,11 @@ def task_data(cfg: EvalConfig, out_dir: Path) -> dict[str, Path | str]:
 
 def evaluate_model(cfg: EvalConfig, name: str, model_ref: str, data: dict[str, Path | str], out_dir: Path) -> list[dict]:
     """Predict and score every task with one model (one engine for all tasks)."""
-    from pipelines.tiny import resolve_model
     from posttrain.eval.runner import chat_renderer, predict, score, write_jsonl
     from posttrain.eval.tasks import get_task
-    from synth.engines import SamplingSettings, make_engine
+    from pipelines.core.engines import SamplingSettings, make_engine
 
-    engine = make_engine(resolve_model(model_ref), cfg.resources, multimodal=True, backend=cfg.engine,
+    engine = make_engine(model_ref, cfg.resources, multimodal=True, backend=cfg.engine,
                          sampling=SamplingSettings(max_tokens=cfg.max_tokens, temperature=0.0),
                          max_model_len=cfg.max_model_len)
     results = []

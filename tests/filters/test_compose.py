@@ -18,7 +18,7 @@ from filters.compose import (
     template_index,
 )
 from pipelines.config import RunConfig
-from pipelines.rows import batch_to_rows, empty_row, rows_to_batch
+from pipelines.core.rows import batch_to_rows, empty_row, rows_to_batch
 
 
 def test_normalize_drops_case_punctuation_articles():
@@ -108,7 +108,7 @@ def test_unfiltered_composes_like_combined():
 def _run(mode: str, tasks: list[dict], rid: str = "r1") -> dict:
     cfg = RunConfig.model_validate({"compose": {"mode": mode}})
     row = empty_row(id=rid, caption="c", tasks=json.dumps(tasks))
-    return batch_to_rows(ComposeStage(cfg)(rows_to_batch([row])))[0]
+    return batch_to_rows(ComposeStage(cfg.compose)(rows_to_batch([row])))[0]
 
 
 def test_stage_composes_every_task_and_tallies():
@@ -136,6 +136,6 @@ def test_stage_skips_rejected_rows():
     cfg = RunConfig()
     row = empty_row(id="r", tasks=json.dumps([{"instruction": "q", "informative": "i", "precise": "p"}]))
     row.update(reject_stage="ingest", reject_reason="missing_image")
-    out = batch_to_rows(ComposeStage(cfg)(rows_to_batch([row])))[0]
+    out = batch_to_rows(ComposeStage(cfg.compose)(rows_to_batch([row])))[0]
     assert "answer" not in json.loads(out["tasks"])[0]
     assert "compose" not in json.loads(out["counts"])

@@ -19,8 +19,8 @@ from filters.judge import (
     shared_prefix,
 )
 from pipelines.config import RunConfig
-from pipelines.rows import batch_to_rows, empty_row, rows_to_batch
-from synth.engines import GenResult
+from pipelines.core.rows import batch_to_rows, empty_row, rows_to_batch
+from pipelines.core.engines import GenResult
 
 TASKS = [
     {"instruction": "What color is the stain?", "informative": "The cytoplasm is brown.", "precise": "Brown"},
@@ -65,12 +65,12 @@ def test_prompt_override_file_and_validation(tmp_path):
 
 
 def test_prompt_from_a_package_file():
-    text = load_prompt("pipelines.miniworld:judge_prompt.txt")
+    text = load_prompt("pipelines.experiments.miniworld:judge_prompt.txt")
     assert text.endswith("Label:") and "{precise}" in text
     with pytest.raises(FileNotFoundError, match="no package"):
         load_prompt("no_such_package:judge.txt")
     with pytest.raises(FileNotFoundError, match="has no file"):
-        load_prompt("pipelines.miniworld:missing.txt")
+        load_prompt("pipelines.experiments.miniworld:missing.txt")
 
 
 # -- decisions, with a scripted engine (fast) ----------------------------------------------------
@@ -107,7 +107,8 @@ SCRIPT = {"color": ("Yes", math.log(0.9)), "nodules": ("No", math.log(0.6)), "De
 
 def _judge(engine, **over):
     data = {"judge": {"max_model_len": 2048, **over.pop("judge", {})}, **over}
-    return ConsistencyJudge(RunConfig.model_validate(data), engine=engine)
+    cfg = RunConfig.model_validate(data)
+    return ConsistencyJudge(cfg.judge, filter_tasks=cfg.compose.mode != "unfiltered", engine=engine)
 
 
 def _run(judge, rows):
@@ -175,7 +176,7 @@ def test_rows_without_tasks_and_rejected_rows():
 
 def test_ray_options_cpu():
     cfg = RunConfig.model_validate({"judge": {"replicas": 3, "device": "cpu", "num_cpus": 2, "batch_size": 7}})
-    opts = ConsistencyJudge.ray_options(cfg)
+    opts = ConsistencyJudge.ray_options(cfg.judge)
     assert opts["compute"].min_size == opts["compute"].max_size == 3 and opts["batch_size"] == 7 and opts["num_cpus"] == 2
     assert "num_gpus" not in opts
 
@@ -189,7 +190,7 @@ def real_judge(tiny_judge_path):
         "model": tiny_judge_path, "max_model_len": 2048, "gpu_memory_utilization": 0.3, "device": "cpu",
         "enforce_eager": True,  # no graph compilation: much faster engine start on CPU
     }})
-    judge = ConsistencyJudge(cfg)
+    judge = ConsistencyJudge(cfg.judge)
     yield judge
     judge.close()
 
@@ -222,8 +223,8 @@ def test_real_engine_every_task_is_kept_or_rejected(real_judge):
 
 @pytest.mark.vllm
 def test_real_engine_is_deterministic_and_unfiltered_keeps_all(real_judge):
-    cfg = RunConfig.model_validate({"compose": {"mode": "unfiltered"}, "judge": {"max_model_len": 2048}})
-    unfiltered = ConsistencyJudge(cfg, engine=real_judge.engine)
+    cfg = RunConfig.model_validate({"judge": {"max_model_len": 2048}})
+    unfiltered = ConsistencyJudge(cfg.judge, filter_tasks=False, engine=real_judge.engine)
     (a,) = _run(unfiltered, [empty_row(id="a", tasks=json.dumps(TASKS))])
     kept = json.loads(a["tasks"])
     assert len(kept) == 3 and all(t["label"] in LABELS and 0 < t["score"] <= 1 for t in kept)

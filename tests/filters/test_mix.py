@@ -6,18 +6,11 @@ import json
 
 import pytest
 
-from filters.mix import (
-    DEFAULT_CAPTION_PROMPT,
-    MixStage,
-    NoSyntheticTask,
-    build_records,
-    caption_first,
-    caption_record,
-    load_general_records,
-    turns_to_messages,
-)
+from filters.mix import MixStage, NoSyntheticTask, build_records, caption_first, load_general_records
+from pipelines.core.contract import DEFAULT_CAPTION_PROMPT, caption_record
+from pipelines.core.contract import messages as turns_to_messages
 from pipelines.config import RunConfig
-from pipelines.rows import batch_to_rows, empty_row, rows_to_batch
+from pipelines.core.rows import batch_to_rows, empty_row, rows_to_batch
 
 TASKS = [
     {"instruction": "What color?", "precise": "Brown", "informative": "It is brown.", "label": "yes",
@@ -117,7 +110,7 @@ def test_uncomposed_task_gets_combined_answer():
 
 def _stage(strategy, rows):
     cfg = RunConfig.model_validate({"mix": {"strategy": strategy, "caption_position": "first"}})
-    return batch_to_rows(MixStage(cfg)(rows_to_batch(rows)))
+    return batch_to_rows(MixStage(cfg.mix)(rows_to_batch(rows)))
 
 
 def test_stage_records_and_row_tally():

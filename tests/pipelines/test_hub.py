@@ -16,7 +16,7 @@ from pipelines.card import write_card
 from pipelines.config import RunConfig
 from pipelines.hub import HubError, push_dataset
 from pipelines.manifest import Manifest
-from pipelines.rows import count_row_stage, empty_row, rows_to_batch
+from pipelines.core.rows import count_row_stage, empty_row, rows_to_batch
 from pipelines.sinks import DatasetSink
 from tests.hubstub import HubStub
 

@@ -11,10 +11,11 @@ import pytest
 from PIL import Image
 
 from pipelines.config import InputConfig, RunConfig
+from pipelines.pipeline import stage_calls
 from pipelines.ingest import IngestStage, caption_problem
-from pipelines.rows import batch_to_rows, empty_row, reject, rows_to_batch
+from pipelines.core.rows import batch_to_rows, empty_row, reject, rows_to_batch
 from pipelines.sources import json_rows, read_source
-from pipelines.stage import MissingColumnsError
+from pipelines.core.stage import MissingColumnsError
 from tests.badinputs import REASON_STAGE, at_ingest, mode_images, write_bad_json_input
 
 
@@ -25,7 +26,9 @@ def _png(color=(10, 20, 30), size=(6, 4)) -> bytes:
 
 
 def _ingest(cfg: RunConfig, rows: list[dict]) -> list[dict]:
-    return batch_to_rows(IngestStage(cfg)(rows_to_batch(rows)))
+    """The stage as `pipelines.pipeline.stage_calls` builds it (the config's image root as fallback)."""
+    (call,) = [c for c in stage_calls(cfg) if c.cls is IngestStage]
+    return batch_to_rows(IngestStage(**call.kwargs)(rows_to_batch(rows)))
 
 
 def _assert_outcomes(rows: list[dict], expected: dict[str, str]) -> None:
@@ -51,7 +54,7 @@ def test_bad_inputs_through_ray(tmp_path, ray_local):
     path, expected = write_bad_json_input(tmp_path)
     cfg = RunConfig(input=InputConfig(path=str(path)))
     ds = read_source(cfg.input).map_batches(
-        IngestStage, fn_constructor_kwargs={"cfg": cfg}, batch_format="numpy", **IngestStage.ray_options(cfg)
+        IngestStage, fn_constructor_kwargs={"cfg": cfg.input}, batch_format="numpy", **IngestStage.ray_options()
     )
     rows = ds.take_all()
     _assert_outcomes(rows, at_ingest(expected))
@@ -141,13 +144,13 @@ def test_path_rows_and_limits(tmp_path):
 
 def test_missing_columns_fail_loudly():
     with pytest.raises(MissingColumnsError, match="image_path"):
-        IngestStage(RunConfig())({"image": np.array([b""], dtype=object), "caption": np.array(["c"], dtype=object)})
+        IngestStage(InputConfig())({"image": np.array([b""], dtype=object), "caption": np.array(["c"], dtype=object)})
 
 
 def test_ray_options_are_map_batches_kwargs():
     import ray.data
 
-    opts = IngestStage.ray_options(RunConfig(num_cpus=2))
+    opts = IngestStage.ray_options(num_cpus=2)
     assert isinstance(opts["compute"], ray.data.ActorPoolStrategy)
     assert opts["batch_size"] >= 1 and 0 < opts["num_cpus"] <= 1
     assert "fn_constructor_kwargs" not in opts  # the pipeline passes the config itself

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.config import load_config
+from pipelines.refs import resolve_run
 from pipelines.pipeline import run_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,7 +61,7 @@ def _cli(out: Path, *extra: str) -> list[str]:
 @pytest.mark.parametrize("fault", ["sink.before_commit:3", "sink.after_commit:2"])
 def test_sigkill_while_writing_then_resume_gives_exactly_the_uninterrupted_ids(tmp_path, fault):
     """SIGKILL between writing parts and committing them, and right after a commit."""
-    from pipelines.sample_data import generate
+    from pipelines.fixtures.sample_data import generate
 
     src = generate("biomed", tmp_path / "src", n=60, seed=5)
     common = ["--input", str(src), "--stages", "ingest", "rows_per_shard=10", "input.limit=60"]
@@ -95,7 +96,7 @@ def test_bad_inputs_through_the_whole_chain(tmp_path, ray_local):
     cfg = load_config("biomed", "tiny", [f"input.path={json_path}", "stages=[ingest, synth, judge, mix]",
                                          "synth.engine=transformers", "judge.engine=transformers",
                                          "synth.max_tokens=16", "rows_per_shard=5"])
-    m = run_dataset(cfg, tmp_path / "out", progress=False)
+    m = run_dataset(resolve_run(cfg, tmp_path / "out"), tmp_path / "out", progress=False)
     st = m.data["stages"]
     n_records = len(json.loads(Path(json_path).read_text()))
     for name in ("read", "ingest", "synth", "judge", "compose", "mix", "dedup"):

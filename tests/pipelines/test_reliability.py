@@ -54,7 +54,7 @@ def _assert_exactly_once(out: Path, src: Path) -> None:
 
 @pytest.fixture(scope="module")
 def src(tmp_path_factory):
-    from pipelines.sample_data import generate
+    from pipelines.fixtures.sample_data import generate
 
     return generate("biomed", tmp_path_factory.mktemp("rel") / "src", n=40, seed=7)
 

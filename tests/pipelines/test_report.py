@@ -19,7 +19,7 @@ from PIL import Image
 
 from filters.stats import FilterStats
 from pipelines.report import MAX_REJECTS_PER_REASON, MAX_SAMPLES, write_report
-from pipelines.rows import REJECT_COLUMNS
+from pipelines.core.rows import REJECT_COLUMNS
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 EVIL = '<script>alert("x")</script><img src="https://evil.example/p.png" onerror="alert(1)">'

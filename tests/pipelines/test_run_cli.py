@@ -56,7 +56,7 @@ def test_dry_run_prints_plan_and_writes_nothing(tmp_path, capsys):
 
 def test_dry_run_on_an_existing_run_counts_the_ids_already_written(tmp_path, capsys):
     from pipelines.manifest import Manifest
-    from pipelines.rows import empty_row, rows_to_batch
+    from pipelines.core.rows import empty_row, rows_to_batch
     from pipelines.sinks import DatasetSink
 
     out = tmp_path / "o"

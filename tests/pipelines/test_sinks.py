@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from pipelines.manifest import Manifest, ResumeMismatchError
-from pipelines.rows import add_count, add_task_rejects, count_row_stage, empty_row, reject, rows_to_batch
+from pipelines.core.rows import add_count, add_task_rejects, count_row_stage, empty_row, reject, rows_to_batch
 from pipelines.sinks import DatasetSink
 
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from pipelines.config import InputConfig
-from pipelines.rows import BASE_COLUMNS, content_id
+from pipelines.core.rows import BASE_COLUMNS, content_id
 from pipelines.sources import InputError, check_input, json_rows, read_source
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

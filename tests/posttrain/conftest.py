@@ -26,6 +26,7 @@ def processor(tiny_vlm_path):
 @pytest.fixture(scope="module")
 def tsm():
     """The tiny task-specific model (image classifier) for VITask."""
+    from pipelines.refs import resolve_model
     from posttrain.tsm import TaskSpecificModel
 
-    return TaskSpecificModel.load("tiny://tsm")
+    return TaskSpecificModel.load(resolve_model("tiny://tsm"))

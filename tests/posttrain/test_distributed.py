@@ -11,17 +11,18 @@ import torch
 from PIL import Image
 
 from posttrain.config import TrainConfig
-from posttrain.data import conversation, write_parquet
+from pipelines.core.contract import messages, write_dataset
 from posttrain.distributed import check_strategy, train_distributed
+from posttrain.train import recipe_class
 
 COLORS = ["red", "blue", "green", "white"]
 
 
 def make_data(path, n=16):
     examples = [{"id": f"d{i}", "images": [Image.new("RGB", (32, 32), COLORS[i % 4])],
-                 "messages": conversation(True, [("Describe the image.", f"a {COLORS[i % 4]} cell " * (1 + i % 3))])}
+                 "messages": messages([("Describe the image.", f"a {COLORS[i % 4]} cell " * (1 + i % 3))])}
                 for i in range(n)]
-    write_parquet(str(path), examples)
+    write_dataset(str(path), examples)
     return examples
 
 
@@ -41,7 +42,7 @@ def test_two_workers_see_different_examples_and_agree(ray_local, tiny_vlm_path, 
     cfg = TrainConfig(model=tiny_vlm_path, batch_size=2, learning_rate=1e-3, warmup_ratio=0.0, use_gpu=False,
                       num_workers=2, save_every_steps=2)
     out = tmp_path / "out"
-    metrics = train_distributed(cfg, [str(tmp_path / "d.parquet")], out)
+    metrics = train_distributed(cfg, recipe_class(cfg.method), [str(tmp_path / "d.parquet")], out)
     assert metrics["step"] == 4  # 8 batches of 2, dealt to 2 workers
     w = [json.loads((out / "workers" / f"rank-{r}.json").read_text()) for r in (0, 1)]
     ids0, ids1 = set(w[0]["ids"]), set(w[1]["ids"])
@@ -61,7 +62,7 @@ def test_fsdp_trains_resumes_after_kill_and_saves_loadable_model(ray_local, tiny
                       num_workers=2, strategy="fsdp", epochs=2, save_every_steps=2, lr_scheduler="constant")
 
     full = tmp_path / "full"
-    metrics = train_distributed(cfg, files, full)
+    metrics = train_distributed(cfg, recipe_class(cfg.method), files, full)
     ls = losses(full)
     assert metrics["step"] == len(ls) == 8
     assert sum(ls[-3:]) / 3 < sum(ls[:3]) / 3 - 0.5, ls
@@ -75,10 +76,10 @@ def test_fsdp_trains_resumes_after_kill_and_saves_loadable_model(ray_local, tiny
 
     part = tmp_path / "part"
     # checkpoint at step 2; step 3 is trained and then lost, as in a kill
-    assert train_distributed(cfg, files, part, stop_after_steps=3)["stopped_early"]
+    assert train_distributed(cfg, recipe_class(cfg.method), files, part, stop_after_steps=3)["stopped_early"]
     assert (part / "checkpoints" / "latest").read_text() == "step-0000002"
     assert not (part / "model.safetensors").exists()
-    assert train_distributed(cfg, files, part)["step"] == 8
+    assert train_distributed(cfg, recipe_class(cfg.method), files, part)["step"] == 8
     resumed = json.loads((part / "workers" / "rank-0.json").read_text())
     assert len(resumed["ids"]) == 12  # it went on from step 2 (6 steps of 2 examples), not from scratch
     # The resumed run repeats the uninterrupted one's arithmetic (same batches, same gloo reductions, fp32
@@ -104,7 +105,7 @@ def test_fsdp_trains_resumes_after_kill_and_saves_loadable_model(ray_local, tiny
 
 
 def test_fsdp_refuses_methods_with_state_outside_the_model(tiny_vlm_path):
-    check_strategy(TrainConfig(model=tiny_vlm_path, strategy="fsdp", method="synthesizer"))
-    check_strategy(TrainConfig(model=tiny_vlm_path, strategy="ddp", method="momentum_proxy"))
+    check_strategy(TrainConfig(model=tiny_vlm_path, strategy="fsdp", method="synthesizer"), recipe_class("synthesizer"))
+    check_strategy(TrainConfig(model=tiny_vlm_path, strategy="ddp", method="momentum_proxy"), recipe_class("momentum_proxy"))
     with pytest.raises(ValueError, match="fsdp.*momentum_proxy"):
-        check_strategy(TrainConfig(model=tiny_vlm_path, strategy="fsdp", method="momentum_proxy"))
+        check_strategy(TrainConfig(model=tiny_vlm_path, strategy="fsdp", method="momentum_proxy"), recipe_class("momentum_proxy"))

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from posttrain.config import TrainConfig
-from posttrain.data import conversation, write_parquet
+from pipelines.core.contract import messages, write_dataset
 from posttrain.momentum_proxy import MomentumProxy, MomentumProxyRecipe, shuffle_segments
 
 
@@ -58,10 +58,10 @@ def test_shuffle_keeps_segments_and_changes_order_across_epochs():
 def make_data(path, n=16):
     colors = ["red", "blue", "green", "white"]
     examples = [{"id": f"e{i}", "images": [Image.new("RGB", (32, 32), colors[i % 4])],
-                 "messages": conversation(True, [("What colors are in the image?",
+                 "messages": messages([("What colors are in the image?",
                                                   ", ".join(colors[(i + k) % 4] for k in range(3)))])}
                 for i in range(n)]
-    write_parquet(str(path), examples)
+    write_dataset(str(path), examples)
     return [str(path)]
 
 

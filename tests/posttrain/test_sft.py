@@ -9,8 +9,10 @@ import torch
 from PIL import Image
 
 from posttrain.config import TrainConfig
-from posttrain.data import conversation, write_parquet
-from posttrain.sft import SFTRecipe, module_group, train
+from pipelines.core.contract import messages, write_dataset
+from posttrain.optim import module_group
+from posttrain.sft import SFTRecipe
+from posttrain.train import train
 
 COLORS = ["red", "blue", "green", "white", "black", "yellow"]
 
@@ -21,11 +23,11 @@ def make_data(path, n=24):
         c = COLORS[i % len(COLORS)]
         turns = [("Describe the image.", f"a {c} cell"), ("What color is the tissue?", " ".join([c] * (1 + i % 5)))]
         examples.append({"id": f"ex{i}", "images": [Image.new("RGB", (32 + 8 * (i % 3), 32), c)],
-                         "messages": conversation(True, turns)})
+                         "messages": messages(turns)})
     # too long for max_length=256 and not allowed to be cut: skipped and recorded, never silently dropped
     examples.append({"id": "too_long", "images": [Image.new("RGB", (32, 32))],
-                     "messages": conversation(True, [("Describe the image.", "cell " * 300)])})
-    write_parquet(str(path), examples)
+                     "messages": messages([("Describe the image.", "cell " * 300)])})
+    write_dataset(str(path), examples)
     return [str(path)]
 
 

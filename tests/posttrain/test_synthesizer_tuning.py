@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from posttrain.config import TrainConfig
-from posttrain.data import IGNORE_INDEX
+from posttrain.encoding import IGNORE_INDEX
 from posttrain.synthesizer_tuning import (
     INFORMATIVE_HINT,
     PRECISE_HINT,

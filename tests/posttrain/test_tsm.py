@@ -14,7 +14,7 @@ from posttrain.tsm import TaskSpecificModel, train_classifier
 
 @pytest.fixture(scope="module")
 def tiny_tsm_path() -> str:
-    from pipelines.tiny import resolve_model
+    from pipelines.refs import resolve_model
 
     return resolve_model("tiny://tsm")
 

@@ -1,4 +1,4 @@
-"""VITask training: the two-stage loop on the tiny VLM + tiny TSM, and `posttrain.sft.train` with method=vitask
+"""VITask training: the two-stage loop on the tiny VLM + tiny TSM, and `posttrain.train.train` with method=vitask
 end to end (Parquet in, plain model + separate connector out)."""
 
 from __future__ import annotations
@@ -8,8 +8,10 @@ import json
 import pytest
 import torch
 
+from pipelines.refs import resolve_model
 from posttrain.config import TrainConfig, VITaskSettings
-from posttrain.data import EncodeOptions, conversation, write_parquet
+from posttrain.encoding import EncodeOptions
+from pipelines.core.contract import messages, write_dataset
 from posttrain.vitask import train_vitask
 from posttrain.vitask_data import VITaskCollator, VITaskDataset, pad_token_id
 from posttrain.vitask_objective import CONNECTOR_FILE, VITaskObjective, load_connector
@@ -36,7 +38,7 @@ def _fixed_loss(obj, model, batch) -> float:
 
 def test_two_stage_loop(tiny_vlm_path, processor, tsm):
     model = _model(tiny_vlm_path)
-    bad = {"id": "bad", "images": [], "messages": conversation(False, [(INSTR, "normal")])}
+    bad = {"id": "bad", "images": [], "messages": messages([(INSTR, "normal")], n_images=0)}
     ds = VITaskDataset(rows(4) + [bad], processor, EncodeOptions(max_length=256))
     cfg = _cfg(tiny_vlm_path, vitask=VITaskSettings(rda_weight=0.5, crt_weight=1.0))
     obj = VITaskObjective(tsm, model.config.text_config.hidden_size, cfg.vitask)
@@ -71,7 +73,7 @@ def test_frozen_groups_stay_unchanged_and_all_bad_rows_fail_loudly(tiny_vlm_path
                        steps={1: 1, 2: 1})
     assert all(torch.equal(vision[k], v) for k, v in model.state_dict().items() if "vision_model" in k)
     assert res.history[1]["crt_used"] == 4  # two micro-batches of 2, counts summed
-    empty = VITaskDataset([{"id": "x", "images": [], "messages": conversation(False, [("q", "a")])}], processor,
+    empty = VITaskDataset([{"id": "x", "images": [], "messages": messages([("q", "a")], n_images=0)}], processor,
                           EncodeOptions())
     with pytest.raises(ValueError, match="no usable rows"):
         train_vitask(model, processor, obj, empty, cfg)
@@ -79,22 +81,22 @@ def test_frozen_groups_stay_unchanged_and_all_bad_rows_fail_loudly(tiny_vlm_path
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_vlm_path):
-    """`posttrain.sft.train` with method=vitask on a tiny Parquet dataset."""
-    from posttrain.sft import train
+    """`posttrain.train.train` with method=vitask on a tiny Parquet dataset."""
+    from posttrain.train import train
 
     data = tmp_path_factory.mktemp("vitask-data")
     q = "Is this scan normal or abnormal? Answer with normal or abnormal."
     examples = [{"id": f"s{i}", "images": [image(20 + 200 * (i % 2) + 3 * i)],
-                 "messages": conversation(True, [(q, "abnormal" if i % 2 else "normal")])} for i in range(6)]
+                 "messages": messages([(q, "abnormal" if i % 2 else "normal")])} for i in range(6)]
     examples += [
-        {"id": "lonely", "images": [image(120)], "messages": conversation(True, [("Which organ is shown?", "lung")])},
-        {"id": "long", "images": [image(9)], "messages": conversation(True, [(q, "normal " * 300)])},
-        {"id": "held_out", "images": [image(50)], "messages": conversation(True, [(q, "normal")]), "split": "test"},
+        {"id": "lonely", "images": [image(120)], "messages": messages([("Which organ is shown?", "lung")])},
+        {"id": "long", "images": [image(9)], "messages": messages([(q, "normal " * 300)])},
+        {"id": "held_out", "images": [image(50)], "messages": messages([(q, "normal")]), "split": "test"},
     ]
-    write_parquet(str(data / "part-0.parquet"), examples)
+    write_dataset(str(data / "part-0.parquet"), examples)
     out = tmp_path_factory.mktemp("vitask-out")
     cfg = _cfg(tiny_vlm_path, method="vitask", lr_scheduler="cosine", warmup_ratio=0.25,
-               vitask=VITaskSettings(tsm="tiny://tsm", stage1_epochs=1, stage2_epochs=1))
+               vitask=VITaskSettings(tsm=resolve_model("tiny://tsm"), stage1_epochs=1, stage2_epochs=1))
     return train(cfg, data, out), out
 
 
@@ -128,7 +130,7 @@ def test_saved_model_is_the_plain_vlm_and_generates(trained, tiny_vlm_path):
     assert set(saved) == set(base)  # no connector, no TSM weights
     assert any(not torch.equal(saved[k], base[k]) for k in base)  # and it was trained
     connector, meta = load_connector(out / CONNECTOR_FILE)
-    assert meta["tsm"] == "tiny://tsm" and connector.mode == "add"
+    assert meta["tsm"] == resolve_model("tiny://tsm") and connector.mode == "add"
     model = AutoModelForImageTextToText.from_pretrained(out).eval()
     answers = generate_without_tsm(model, AutoProcessor.from_pretrained(out), [image(30)], [INSTR], max_new_tokens=3)
     assert len(answers) == 1 and isinstance(answers[0], str)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from PIL import Image
 
-from posttrain.data import IGNORE_INDEX, EncodeOptions, conversation
+from posttrain.encoding import EncodeOptions, IGNORE_INDEX
+from pipelines.core.contract import messages
 from posttrain.vitask_data import VITaskCollator, VITaskDataset, find_negatives, pad_token_id, single_turn_examples
 
 INSTR = "Is this scan normal or abnormal?"
@@ -18,7 +19,7 @@ def image(v: int, size: int = 40) -> Image.Image:
 def rows(n: int = 4) -> list[dict]:
     """Dataset-layout rows: dark images are 'normal', bright ones 'abnormal'; all share the instruction."""
     return [{"id": f"r{i}", "images": [image(20 + 200 * (i % 2) + i)],
-             "messages": conversation(True, [(INSTR, "abnormal" if i % 2 else "normal")])} for i in range(n)]
+             "messages": messages([(INSTR, "abnormal" if i % 2 else "normal")])} for i in range(n)]
 
 
 def test_find_negatives_same_instruction_other_response_deterministic():
@@ -35,12 +36,12 @@ def test_find_negatives_same_instruction_other_response_deterministic():
 
 def test_single_turn_examples_split_turns_and_reject_with_reasons():
     bad = [
-        {"id": "noimg", "images": [], "messages": conversation(False, [(INSTR, "normal")])},
-        {"id": "two", "images": [image(1), image(2)], "messages": conversation(True, [(INSTR, "normal")])},
-        {"id": "noturn", "images": [image(3)], "messages": conversation(True, [(INSTR, "x")])[:1]},
-        {"id": "noresp", "images": [image(4)], "messages": conversation(True, [(INSTR, "  ")])},
-        {"id": "noinstr", "images": [image(5)], "messages": conversation(True, [("", "normal")])},
-        {"id": "multi", "images": [image(6)], "messages": conversation(True, [(INSTR, "normal"), ("Colour?", "red")])},
+        {"id": "noimg", "images": [], "messages": messages([(INSTR, "normal")], n_images=0)},
+        {"id": "two", "images": [image(1), image(2)], "messages": messages([(INSTR, "normal")])},
+        {"id": "noturn", "images": [image(3)], "messages": messages([(INSTR, "x")])[:1]},
+        {"id": "noresp", "images": [image(4)], "messages": messages([(INSTR, "  ")])},
+        {"id": "noinstr", "images": [image(5)], "messages": messages([("", "normal")])},
+        {"id": "multi", "images": [image(6)], "messages": messages([(INSTR, "normal"), ("Colour?", "red")])},
     ]
     labelled = rows(2)
     labelled[1]["label"] = "abnormal"  # a class-label column travels with the example when the dataset has one
@@ -58,10 +59,10 @@ def test_single_turn_examples_split_turns_and_reject_with_reasons():
 
 
 def test_dataset_records_encoder_skips_and_labels_only_the_response(processor):
-    long = {"id": "long", "images": [image(7)], "messages": conversation(True, [(INSTR, "normal " * 40)])}
+    long = {"id": "long", "images": [image(7)], "messages": messages([(INSTR, "normal " * 40)])}
     junk = {"id": "junk", "images": [{"bytes": b"not an image", "path": None}],
-            "messages": conversation(True, [(INSTR, "normal")])}
-    noimg = {"id": "noimg", "images": [], "messages": conversation(False, [(INSTR, "normal")])}
+            "messages": messages([(INSTR, "normal")])}
+    noimg = {"id": "noimg", "images": [], "messages": messages([(INSTR, "normal")], n_images=0)}
     ds = VITaskDataset(rows(3) + [long, junk, noimg], processor, EncodeOptions(max_length=48))
     assert [t.id for t in ds.turns] == ["r0", "r1", "r2"] and len(ds) == len(ds.lengths) == 3
     assert sorted((r["id"], r["reason"]) for r in ds.rejects) == [
@@ -79,7 +80,7 @@ def test_dataset_records_encoder_skips_and_labels_only_the_response(processor):
 
 
 def test_collator_builds_positive_negative_and_tsm_pixels(processor, tsm):
-    lonely = {"id": "lonely", "images": [image(99)], "messages": conversation(True, [("Other question?", "x")])}
+    lonely = {"id": "lonely", "images": [image(99)], "messages": messages([("Other question?", "x")])}
     ds = VITaskDataset(rows(3) + [lonely], processor, EncodeOptions(max_length=256))
     vb = VITaskCollator(pad_token_id(processor), tsm)([ds[i] for i in range(4)])
     pos = vb.positive

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from posttrain.config import VITaskSettings
-from posttrain.data import EncodeOptions, conversation
+from posttrain.encoding import EncodeOptions
+from pipelines.core.contract import messages
 from posttrain.vitask_data import VITaskCollator, VITaskDataset, pad_token_id
 from posttrain.vitask_objective import (
     ExemplarConnector,
@@ -80,7 +81,7 @@ def test_align_negative_logits_moves_response_positions():
 
 
 def test_stage2_objective_counts_samples_without_negative(model, processor, tsm):
-    lonely = {"id": "lonely", "images": [image(99)], "messages": conversation(True, [("Other question?", "x")])}
+    lonely = {"id": "lonely", "images": [image(99)], "messages": messages([("Other question?", "x")])}
     vb = _vbatch(processor, tsm, rows(3) + [lonely])
     obj = VITaskObjective(tsm, model.config.text_config.hidden_size, VITaskSettings())
     with torch.no_grad():

@@ -8,9 +8,9 @@ import pytest
 from PIL import Image
 
 from pipelines.config import RunConfig, load_config
-from pipelines.images import encode_png
-from pipelines.rows import batch_to_rows, empty_row, reject_records, rows_to_batch
-from synth.engines import GenRequest, GenResult
+from pipelines.core.images import encode_png
+from pipelines.core.rows import batch_to_rows, empty_row, reject_records, rows_to_batch
+from pipelines.core.engines import GenRequest, GenResult
 from synth.prompt import load_preset, render_continuation
 from synth.stage import SynthStage
 
@@ -63,7 +63,7 @@ def test_canned_output_to_tasks_and_rejects():
     ) + LLAVA.user_start + "Answer with a precise response.\nWhat is"  # cut off by max_tokens
     engine = FakeEngine({"GOOD": (good, "length"), "JUNK": ("lorem ipsum <|eot_id|>", "stop")})
     cfg = RunConfig.model_validate({"synth": {"preset": "llava_llama3", "max_model_len": 200}})
-    stage = SynthStage(cfg, engine=engine)
+    stage = SynthStage(cfg.synth, cfg.input.max_image_pixels, engine=engine)
     rows = [
         _row(0, "GOOD caption"),
         _row(1, "JUNK caption"),
@@ -111,11 +111,11 @@ def test_canned_output_to_tasks_and_rejects():
 def test_ray_options():
     pytest.importorskip("ray")
     cfg = RunConfig.model_validate({"synth": {"replicas": 3, "batch_size": 7, "device": "cpu", "num_cpus": 2}})
-    opts = SynthStage.ray_options(cfg)
+    opts = SynthStage.ray_options(cfg.synth)
     assert opts["batch_size"] == 7 and opts["num_cpus"] == 2 and "num_gpus" not in opts
     assert opts["compute"].min_size == opts["compute"].max_size == 3
     cfg = RunConfig.model_validate({"synth": {"device": "cuda", "tensor_parallel_size": 2}})
-    opts = SynthStage.ray_options(cfg)
+    opts = SynthStage.ray_options(cfg.synth)
     assert opts["num_gpus"] == 2 and "num_cpus" not in opts
 
 
@@ -142,9 +142,9 @@ def _check_tiny(out: list[dict], max_tokens: int) -> None:
 
 
 def test_tiny_vlm_transformers(tiny_vlm_path):
-    cfg = load_config("biomed", "tiny", ["synth.engine=transformers", "synth.max_tokens=16",
+    cfg = load_config("biomed", "tiny", [f"synth.model={tiny_vlm_path}", "synth.engine=transformers", "synth.max_tokens=16",
                                          "synth.max_model_len=128"])
-    stage = SynthStage(cfg)
+    stage = SynthStage(cfg.synth, cfg.input.max_image_pixels)
     out = _run(stage, _tiny_rows())
     _check_tiny(out, 16)
     (img,) = stage._request(_tiny_rows()[1]).images
@@ -153,8 +153,8 @@ def test_tiny_vlm_transformers(tiny_vlm_path):
 
 @pytest.mark.vllm
 def test_tiny_vlm_vllm(tiny_vlm_path):
-    cfg = load_config("biomed", "tiny", ["synth.max_tokens=16", "synth.max_model_len=128"])
-    stage = SynthStage(cfg)
+    cfg = load_config("biomed", "tiny", [f"synth.model={tiny_vlm_path}", "synth.max_tokens=16", "synth.max_model_len=128"])
+    stage = SynthStage(cfg.synth, cfg.input.max_image_pixels)
     try:
         _check_tiny(_run(stage, _tiny_rows()), 16)
     finally:

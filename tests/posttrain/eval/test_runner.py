@@ -10,7 +10,7 @@ from PIL import Image
 from posttrain.eval.examples import Example
 from posttrain.eval.runner import chat_renderer, predict, read_jsonl, score, write_jsonl
 from posttrain.eval.tasks import get_task
-from synth.engines import GenResult
+from pipelines.core.engines import GenResult
 
 
 def png() -> bytes:

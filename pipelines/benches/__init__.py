@@ -1,0 +1,1 @@
+"""Benchmarks of the stages against their strongest fair baselines (`vlm-adapt-bench`); edge modules."""
