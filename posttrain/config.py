@@ -23,10 +23,20 @@ class LoraSettings(Section):
 class MomentumProxySettings(Section):
     num_tokens: int = Field(8, ge=1, description="Number of learnable proxy instruction embeddings.")
     momentum: float = Field(0.999, ge=0, lt=1, description="EMA momentum of the proxy used in the forward pass.")
-    warmup_steps: int = Field(50, ge=0, description="Phase 1 steps that train only the proxy.")
+    warmup_epochs: float = Field(
+        1.0, ge=0, description="Phase 1 (warm-up) length in epochs: only the proxy trains, with its own optimizer "
+        "(reference: a separate warm-up run)."
+    )
+    warmup_steps: int | None = Field(
+        None, ge=0, description="Phase 1 length in optimizer steps; overrides warmup_epochs when set."
+    )
     shuffle_responses: bool = Field(True, description="Permute the delimited segments of each target every epoch.")
-    delimiter: str = Field(",", min_length=1, description="Segment delimiter for response shuffling.")
+    delimiter: str = Field(",", min_length=1, description="Segment delimiter for response shuffling (rejoined with delimiter + space).")
     learning_rate: float | None = Field(None, gt=0, description="Learning rate of the proxy (None: train.learning_rate).")
+    init: Literal["vocab", "reference_linear"] = Field(
+        "vocab", description="Proxy init: embeddings of random vocabulary rows (matches the model's scale), or the "
+        "reference's nn.Linear(768, .) default U(-1/sqrt(768), 1/sqrt(768))."
+    )
 
 
 class VITaskSettings(Section):
