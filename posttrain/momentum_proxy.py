@@ -208,7 +208,8 @@ class MomentumProxyRecipe(SFTRecipe):
                     step += 1
                     if self.rank == 0:
                         with open(log_path, "a") as f:
-                            f.write(json.dumps({"warmup_step": step, "epoch": epoch, "loss": sum(acc) / len(acc)}) + "\n")
+                            rec = {"warmup_step": step, "epoch": epoch, "loss": sum(acc) / len(acc)}
+                            f.write(json.dumps(rec) + "\n")
                     acc = []
                     if step >= n:
                         break
