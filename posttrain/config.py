@@ -10,7 +10,10 @@ from pipelines.configbase import Section
 
 
 class LoraSettings(Section):
-    enabled: bool = Field(False, description="Train LoRA adapters (peft) instead of full weights.")
+    enabled: bool | None = Field(
+        None, description="Train LoRA adapters (peft) instead of full weights; None: the method's default (vitask: "
+        "LoRA on the language model, as in the paper; other methods: full weights)."
+    )
     r: int = Field(16, ge=1, description="LoRA rank.")
     alpha: int = Field(32, ge=1, description="LoRA alpha.")
     dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout.")

@@ -5,9 +5,9 @@ Stage 1 trains the exemplar connector and the VLM with van*L_van + ep*L_EP + a*L
 connector (no grad, so AdamW leaves it bit-identical) and adds b*L_CRT. One AdamW and one warmup+decay
 schedule (`cfg.lr_scheduler`, `cfg.warmup_ratio`) span both stages; stage lengths come from
 `cfg.vitask.stage1_epochs` / `stage2_epochs` (`cfg.epochs` is not used), and stage 2 starts a fresh epoch.
-The TSM stays frozen throughout. Paper recipe by default: the VLM's vision encoder frozen
-(`train.freeze_vision` unset means frozen here) and, with `train.lora.enabled`, LoRA adapters on the language
-model only (the projector still trains in full unless `freeze_projector`, as in LLaVA-1.5's LoRA recipe).
+The TSM stays frozen throughout. Paper recipe by default: the VLM's vision encoder frozen and LoRA adapters on
+the language model only (`train.freeze_vision` / `train.lora.enabled` unset mean frozen / LoRA here; the projector
+still trains in full unless `freeze_projector`, as in LLaVA-1.5's LoRA recipe). Set them to false for the variants.
 
 Layout of `out_dir`: the final VLM + processor at the top level (no TSM, no connector: inference uses the
 plain model), `vitask_connector.safetensors` (the connector, for analysis or further training),
@@ -194,13 +194,18 @@ def _trained_rows(data_dir: str | Path):
     return rows.select(keep)
 
 
+def uses_lora(cfg: TrainConfig) -> bool:
+    """VITask tunes the LLM with LoRA unless `train.lora.enabled` is set to false (the paper's recipe)."""
+    return True if cfg.lora.enabled is None else cfg.lora.enabled
+
+
 def load_vlm(cfg: TrainConfig, path: str) -> nn.Module:
-    """The VLM in fp32. With `cfg.lora.enabled`: LoRA adapters on the `lora.target_modules` of the language
-    model only (never the vision encoder), and the projector trained in full unless `freeze_projector`."""
+    """The VLM in fp32. With LoRA (`uses_lora`): adapters on the `lora.target_modules` of the language model
+    only (never the vision encoder), and the projector trained in full unless `freeze_projector`."""
     from transformers import AutoModelForImageTextToText
 
     model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32)
-    if not cfg.lora.enabled:
+    if not uses_lora(cfg):
         return model
     from peft import LoraConfig, get_peft_model
 
@@ -253,7 +258,7 @@ def train(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path) -> dict[s
 
     t0 = time.perf_counter()
     result = train_vitask(model, processor, objective, dataset, cfg, on_step=log_step)
-    if cfg.lora.enabled:
+    if uses_lora(cfg):
         model.save_pretrained(out / "adapter")
         model = model.merge_and_unload()
     model.save_pretrained(out)  # the plain VLM: the connector and the TSM live in `objective`

@@ -115,6 +115,20 @@ def test_default_exemplar_is_the_tsm_cls_feature_as_a_token_after_the_image(tiny
         torch.testing.assert_close(seen["inputs_embeds"][b, after], want[b], rtol=1e-5, atol=1e-6)
 
 
+def test_variants_stay_available_by_config(tiny_vlm_path):
+    """Full LLM tuning and a trained vision encoder remain switches (lora.enabled=false, freeze_vision=false)."""
+    from posttrain.sft import module_group
+    from posttrain.vitask import freeze_groups, load_vlm
+
+    cfg = TrainConfig(model=tiny_vlm_path, method="vitask", lora={"enabled": False}, freeze_vision=False)
+    model = load_vlm(cfg, tiny_vlm_path)
+    names = freeze_groups(model, cfg)
+    assert not any("lora_" in n for n, _ in model.named_parameters())
+    assert {module_group(n) for n in names} == {"vision", "projector", "language"}
+    frozen = freeze_groups(load_vlm(cfg, tiny_vlm_path), cfg.model_copy(update={"freeze_vision": None}))
+    assert "vision" not in {module_group(n) for n in frozen}
+
+
 def test_negatives_are_resampled_per_epoch_with_a_seed(processor):
     """Paper: the negative is the image of another sample with the same instruction and a different answer;
     here drawn by seeded sampling, afresh each epoch (same seed -> same draws)."""
@@ -146,12 +160,15 @@ def test_lora_on_the_llm_with_frozen_vision(tmp_path, tiny_vlm_path):
     write_parquet(str(data / "part-0.parquet"), [
         {"id": f"s{i}", "images": [image(20 + 200 * (i % 2) + 3 * i)],
          "messages": conversation(True, [(q, "abnormal" if i % 2 else "normal")])} for i in range(4)])
+    # lora.enabled and freeze_vision unset: the method's defaults, which for vitask are the paper's
     cfg = TrainConfig(model=tiny_vlm_path, method="vitask", learning_rate=2e-3, batch_size=4, lr_scheduler="constant",
-                      warmup_ratio=0.0, max_length=256, use_gpu=False, lora={"enabled": True},
-                      vitask=VITaskSettings(tsm="tiny://tsm"))
+                      warmup_ratio=0.0, max_length=256, use_gpu=False, vitask=VITaskSettings(tsm="tiny://tsm"))
     peft_model = load_vlm(cfg, tiny_vlm_path)
     lora = [n for n, _ in peft_model.named_parameters() if "lora_" in n]
     assert lora and all(module_group(n) == "language" for n in lora)
+    trainable = [n for n, p in peft_model.named_parameters() if p.requires_grad]
+    assert not any(module_group(n) == "vision" for n in trainable)
+    assert all("lora_" in n or module_group(n) == "projector" for n in trainable)
     train(cfg, data, tmp_path / "out")
     saved = load_file(str(tmp_path / "out" / "model.safetensors"))
     base = load_file(f"{tiny_vlm_path}/model.safetensors")
