@@ -174,6 +174,8 @@ class MomentumProxyRecipe(SFTRecipe):
         """Phase 1: train only the live proxy (own AdamW + schedule, model frozen), then start the EMA from it.
         Returns the optimizer steps taken; per-step losses go to `warmup_metrics.jsonl`."""
         cfg, n = self.cfg, self.warmup_steps()
+        if n > 0 and self.micro_per_epoch == 0:
+            raise ValueError("momentum_proxy: no batches to warm up on")
         opt = torch.optim.AdamW([{"params": [self.proxy.proxy], "lr": self.proxy_lr(), "name": "proxy",
                                   "weight_decay": 0.0}], lr=self.proxy_lr())
         sched = build_scheduler(opt, cfg, max(1, n))
