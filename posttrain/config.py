@@ -10,7 +10,10 @@ from pipelines.core.configbase import Section
 
 
 class LoraSettings(Section):
-    enabled: bool = Field(False, description="Train LoRA adapters (peft) instead of full weights.")
+    enabled: bool | None = Field(
+        None, description="Train LoRA adapters (peft) instead of full weights; None: the method's default (vitask: "
+        "LoRA on the language model, as in the paper; other methods: full weights)."
+    )
     r: int = Field(16, ge=1, description="LoRA rank.")
     alpha: int = Field(32, ge=1, description="LoRA alpha.")
     dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout.")
@@ -23,29 +26,49 @@ class LoraSettings(Section):
 class MomentumProxySettings(Section):
     num_tokens: int = Field(8, ge=1, description="Number of learnable proxy instruction embeddings.")
     momentum: float = Field(0.999, ge=0, lt=1, description="EMA momentum of the proxy used in the forward pass.")
-    warmup_steps: int = Field(50, ge=0, description="Phase 1 steps that train only the proxy.")
+    warmup_epochs: float = Field(
+        1.0, ge=0, description="Phase 1 (warm-up) length in epochs: only the proxy trains, with its own optimizer "
+        "(reference: a separate warm-up run)."
+    )
+    warmup_steps: int | None = Field(
+        None, ge=0, description="Phase 1 length in optimizer steps; overrides warmup_epochs when set."
+    )
     shuffle_responses: bool = Field(True, description="Permute the delimited segments of each target every epoch.")
-    delimiter: str = Field(",", min_length=1, description="Segment delimiter for response shuffling.")
+    delimiter: str = Field(",", min_length=1, description="Segment delimiter for response shuffling (rejoined with delimiter + space).")
     learning_rate: float | None = Field(None, gt=0, description="Learning rate of the proxy (None: train.learning_rate).")
+    init: Literal["vocab", "reference_linear"] = Field(
+        "vocab", description="Proxy init: embeddings of random vocabulary rows (matches the model's scale), or the "
+        "reference's nn.Linear(768, .) default U(-1/sqrt(768), 1/sqrt(768))."
+    )
 
 
 class VITaskSettings(Section):
     tsm: str | None = Field(None, description="Task-specific model: hub id/path of an image classifier, tiny://tsm, or 'module:attr'.")
-    connector: Literal["add", "append"] = Field("add", description="Exemplar prompting: add TSM features to image features, or append them as tokens.")
+    connector: Literal["add", "append"] = Field(
+        "append", description="Exemplar prompting: append the connector's output as exemplar tokens after the image "
+        "(the paper's best variant, with tsm_feature=cls), or add it onto every image token."
+    )
     rda_weight: float = Field(1.0, ge=0, description="Weight a of L_RDA in stage 1.")
     crt_weight: float = Field(1.0, ge=0, description="Weight b of L_CRT in stage 2.")
     stage1_epochs: float = Field(1.0, gt=0, description="Epochs of stage 1 (connector + L_van + L_EP + a*L_RDA).")
     stage2_epochs: float = Field(1.0, ge=0, description="Epochs of stage 2 (connector frozen, + b*L_CRT).")
     connector_tokens: int = Field(1, ge=1, description="Exemplar tokens the 'append' connector inserts per image.")
     tsm_feature: Literal["pooled", "cls", "mean", "logits"] = Field(
-        "pooled", description="TSM feature: classifier-head input, first token, token mean, or class logits."
+        "cls", description="TSM feature: first (CLS) token (the paper's best), classifier-head input, token mean, or class logits."
     )
     van_weight: float = Field(1.0, ge=0, description="Weight of L_van (plain next-token CE).")
     ep_weight: float = Field(1.0, ge=0, description="Weight of L_EP (next-token CE with exemplars).")
+    crt_form: Literal["vocab", "binary"] = Field(
+        "vocab", description="CRT per response token: -log softmax over the vocabulary of (logits own image - logits "
+        "negative image) at the target (the paper's), or a two-way softplus on the target token's score."
+    )
     crt_score: Literal["logit", "logprob"] = Field(
         "logprob",
-        description="CRT token score compared across images: log-probability of the target token (default; "
-        "invariant to logit scaling) or its raw logit.",
+        description="crt_form=binary only: target-token score compared across images, log-probability or raw logit.",
+    )
+    rda_direction: Literal["forward", "reverse"] = Field(
+        "forward", description="RDA KL direction: KL(exemplar-prompted || plain) (the paper's, teacher detached) or "
+        "KL(plain || exemplar-prompted)."
     )
 
 
@@ -60,7 +83,10 @@ class TrainConfig(Section):
     lr_vision: float | None = Field(None, gt=0, description="Learning rate of the vision encoder (None: learning_rate).")
     lr_projector: float | None = Field(None, gt=0, description="Learning rate of the projector (None: learning_rate).")
     lr_language: float | None = Field(None, gt=0, description="Learning rate of the language model (None: learning_rate).")
-    freeze_vision: bool = Field(False, description="Freeze the vision encoder.")
+    freeze_vision: bool | None = Field(
+        None, description="Freeze the vision encoder; None: the method's default (vitask: frozen, as in the paper; "
+        "other methods: trained)."
+    )
     freeze_projector: bool = Field(False, description="Freeze the projector/connector.")
     freeze_language: bool = Field(False, description="Freeze the language model.")
     lr_scheduler: Literal["cosine", "linear", "constant"] = Field("cosine", description="Learning-rate schedule.")

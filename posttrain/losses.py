@@ -51,25 +51,34 @@ def rda_kl(
     teacher_logits: torch.Tensor,
     labels: torch.Tensor,
     *,
+    direction: Literal["forward", "reverse"] = "forward",
     ignore_index: int = IGNORE_INDEX,
 ) -> torch.Tensor:
-    """Response distribution alignment: KL(p || stopgrad q), mean over response tokens.
+    """Response distribution alignment (VITask, arXiv 2410.06456: L_RDA = D_KL(p_E || p), the exemplar-prompted
+    distribution first), mean over response tokens, temperature 1.
 
     p = softmax(logits): the plain model p(y | image, instruction), the student that gets the gradient.
     q = softmax(teacher_logits.detach()): the exemplar-prompted model p(y | image, exemplar, instruction),
-    the target; it is detached, so no gradient reaches the teacher pass (nor the connector through it).
-    Per response position: KL = sum_v p_v (log p_v - log q_v) over the full vocabulary.
+    the teacher; it is detached, so no gradient reaches the teacher pass (nor the connector through it).
+    Per response position, over the full vocabulary:
+      "forward" (the paper's; distillation from the exemplar-prompted model): KL(q || p) = sum_v q_v (log q_v - log p_v)
+      "reverse": KL(p || q) = sum_v p_v (log p_v - log q_v).
 
     logits, teacher_logits: (B, T, V) over the same token sequence; labels: (B, T) -> scalar.
     """
     if logits.shape != teacher_logits.shape:
         raise ValueError(f"student {tuple(logits.shape)} and teacher {tuple(teacher_logits.shape)} shapes differ")
+    if direction not in ("forward", "reverse"):
+        raise ValueError(f"unknown RDA direction {direction!r}")
     shifted, _, valid = _shift(logits, labels, ignore_index)
     if not bool(valid.any()):
         return _zero(logits)
     log_p = F.log_softmax(shifted[valid].float(), dim=-1)
     log_q = F.log_softmax(teacher_logits.detach()[:, :-1, :][valid].float(), dim=-1)
-    kl = (log_p.exp() * (log_p - log_q)).sum(-1)
+    if direction == "forward":
+        kl = (log_q.exp() * (log_q - log_p)).sum(-1)
+    else:
+        kl = (log_p.exp() * (log_p - log_q)).sum(-1)
     return kl.mean()
 
 
@@ -90,17 +99,22 @@ def crt(
     labels: torch.Tensor,
     has_negative: torch.Tensor,
     *,
+    form: Literal["vocab", "binary"] = "vocab",
     score: Literal["logit", "logprob"] = "logit",
     ignore_index: int = IGNORE_INDEX,
 ) -> CRTLoss:
-    """Contrastive response tuning: prefer the response under its own image over a negative image.
+    """Contrastive response tuning: prefer the response under its own image over a negative image
+    (same instruction and response, the image of another sample with a different answer).
 
-    For each response token y_t of a sample with a negative, with s+ the score of y_t under the own image
-    and s- its score under the negative image (same instruction and response, another image):
-        l_t = -log softmax([s+, s-])[0] = softplus(s- - s+)
+    With z+ and z- the logits (V,) at a response position under the own and the negative image, and y_t the
+    target token:
+      form="vocab" (the paper's L_CRT, VITask arXiv 2410.06456): l_t = -log softmax_v(z+ - z-)[y_t],
+        a softmax over the whole vocabulary of the logit difference. `score` does not matter: log-softmax
+        differs from the logit by a per-position constant, which this softmax cancels.
+      form="binary": l_t = -log softmax([s+, s-])[0] = softplus(s- - s+) with s the target token's raw logit
+        (`score="logit"`) or log-probability (`score="logprob"`).
     The loss is the mean of l_t over the valid tokens of each sample, then the mean over samples with a
-    negative. `score="logit"` uses the raw logit of y_t; `score="logprob"` its log-softmax (invariant to a
-    shift of all logits of a position). Samples without a negative are masked out and counted.
+    negative. Samples without a negative are masked out and counted.
 
     logits, neg_logits: (B, T, V), aligned so that position t of both predicts labels[:, t + 1];
     labels: (B, T); has_negative: (B,) bool.
@@ -109,18 +123,24 @@ def crt(
         raise ValueError(f"positive {tuple(logits.shape)} and negative {tuple(neg_logits.shape)} shapes differ")
     if has_negative.shape != labels.shape[:1]:
         raise ValueError(f"has_negative {tuple(has_negative.shape)} must be (B,) with B={labels.shape[0]}")
+    if form not in ("vocab", "binary"):
+        raise ValueError(f"unknown CRT form {form!r}")
     has_negative = has_negative.to(torch.bool)
     shifted, targets, valid = _shift(logits, labels, ignore_index)
     neg_shifted = neg_logits[:, :-1, :]
     safe_targets = targets.masked_fill(~valid, 0).unsqueeze(-1)
-    if score == "logprob":
-        shifted = F.log_softmax(shifted.float(), dim=-1)
-        neg_shifted = F.log_softmax(neg_shifted.float(), dim=-1)
-    elif score != "logit":
-        raise ValueError(f"unknown CRT score {score!r}")
-    pos = shifted.gather(-1, safe_targets).squeeze(-1).float()  # (B, T-1)
-    neg = neg_shifted.gather(-1, safe_targets).squeeze(-1).float()
-    per_token = F.softplus(neg - pos)
+    if form == "vocab":
+        diff = F.log_softmax((shifted.float() - neg_shifted.float()), dim=-1)
+        per_token = -diff.gather(-1, safe_targets).squeeze(-1)
+    else:
+        if score == "logprob":
+            shifted = F.log_softmax(shifted.float(), dim=-1)
+            neg_shifted = F.log_softmax(neg_shifted.float(), dim=-1)
+        elif score != "logit":
+            raise ValueError(f"unknown CRT score {score!r}")
+        pos = shifted.gather(-1, safe_targets).squeeze(-1).float()  # (B, T-1)
+        neg = neg_shifted.gather(-1, safe_targets).squeeze(-1).float()
+        per_token = F.softplus(neg - pos)
     use = valid & has_negative.unsqueeze(-1)
     n_tok = use.sum(-1)  # (B,)
     contributing = n_tok > 0

@@ -5,14 +5,17 @@ Stage 1 trains the exemplar connector and the VLM with van*L_van + ep*L_EP + a*L
 connector (no grad, so AdamW leaves it bit-identical) and adds b*L_CRT. One AdamW and one warmup+decay
 schedule (`cfg.lr_scheduler`, `cfg.warmup_ratio`) span both stages; stage lengths come from
 `cfg.vitask.stage1_epochs` / `stage2_epochs` (`cfg.epochs` is not used), and stage 2 starts a fresh epoch.
-The TSM stays frozen throughout.
+The TSM stays frozen throughout. Paper recipe by default: the VLM's vision encoder frozen and LoRA adapters on
+the language model only (`train.freeze_vision` / `train.lora.enabled` unset mean frozen / LoRA here; the projector
+still trains in full unless `freeze_projector`, as in LLaVA-1.5's LoRA recipe). Set them to false for the variants.
 
 Layout of `out_dir`: the final VLM + processor at the top level (no TSM, no connector: inference uses the
 plain model), `vitask_connector.safetensors` (the connector, for analysis or further training),
 `metrics.jsonl` (one line per optimizer step with every loss component, the CRT counts and the learning
 rates), `skipped.jsonl` (rows/turns not trained on, with reason) and `train_summary.json`.
 
-Not supported here (they fail loudly): LoRA, Ray Train workers (`num_workers > 1`), checkpoint/resume.
+Not supported here (they fail loudly): Ray Train workers (`num_workers > 1`), checkpoint/resume.
+LoRA runs also write the adapter alone to `out_dir/adapter`; the top-level model is merged.
 
 Modules: `vitask_data` (examples, negatives, batches), `vitask_objective` (connector, exemplar injection,
 losses), `vitask_eval` (generation without TSM, incomplete-instruction variants).
@@ -61,7 +64,9 @@ def stage_steps(settings: VITaskSettings, steps_per_epoch: int) -> dict[int, int
 
 def freeze_groups(model: nn.Module, cfg: TrainConfig) -> list[str]:
     """Turn off grad for the module groups `cfg.freeze_*` names; return the names still trainable."""
-    frozen = {"vision": cfg.freeze_vision, "projector": cfg.freeze_projector, "language": cfg.freeze_language}
+    # VITask keeps the vision encoder frozen unless told otherwise (the paper's recipe)
+    vision = True if cfg.freeze_vision is None else cfg.freeze_vision
+    frozen = {"vision": vision, "projector": cfg.freeze_projector, "language": cfg.freeze_language}
     for name, p in model.named_parameters():
         if frozen[module_group(name)]:
             p.requires_grad_(False)
@@ -70,8 +75,9 @@ def freeze_groups(model: nn.Module, cfg: TrainConfig) -> list[str]:
 
 def _batches(dataset: VITaskDataset, sampler: LengthGroupedBatchSampler, collate: VITaskCollator, workers: int,
              seed: int, epoch: int) -> Iterator[tuple[VITaskBatch, int]]:
-    """(batch, epoch) forever, one length-grouped epoch after the other from `epoch`."""
+    """(batch, epoch) forever, one length-grouped epoch after the other from `epoch` (negatives drawn per epoch)."""
     while True:
+        dataset.set_epoch(epoch)
         sampler.set_epoch(epoch)
         sampler.position = 0
         loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
@@ -189,13 +195,40 @@ def _trained_rows(data_dir: str | Path):
     return rows.select(keep)
 
 
+def uses_lora(cfg: TrainConfig) -> bool:
+    """VITask tunes the LLM with LoRA unless `train.lora.enabled` is set to false (the paper's recipe)."""
+    return True if cfg.lora.enabled is None else cfg.lora.enabled
+
+
+def load_vlm(cfg: TrainConfig, path: str) -> nn.Module:
+    """The VLM in fp32. With LoRA (`uses_lora`): adapters on the `lora.target_modules` of the language model
+    only (never the vision encoder), and the projector trained in full unless `freeze_projector`."""
+    from transformers import AutoModelForImageTextToText
+
+    model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32)
+    if not uses_lora(cfg):
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    suffixes = tuple(cfg.lora.target_modules)
+    targets = [n for n, _ in model.named_modules()
+               if module_group(n) == "language" and (n.split(".")[-1] in suffixes)]
+    if not targets:
+        raise ValueError(f"no language-model module ends with one of train.lora.target_modules={list(suffixes)}")
+    model = get_peft_model(model, LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                                             target_modules=targets))
+    if not cfg.freeze_projector:  # peft froze everything but the adapters
+        for name, p in model.named_parameters():
+            if module_group(name) == "projector" and "lora_" not in name:
+                p.requires_grad_(True)
+    return model
+
+
 def train(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
     """Train VITask on the Parquet dataset in `data_dir`; write the model, connector and logs to `out_dir`."""
-    if cfg.lora.enabled:
-        raise NotImplementedError("vitask does not support LoRA yet; set train.lora.enabled=false")
     if cfg.num_workers > 1:
         raise NotImplementedError("vitask trains in one process; set train.num_workers=1")
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoProcessor
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -205,11 +238,12 @@ def train(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path) -> dict[s
     device = torch.device("cuda" if (cfg.use_gpu if cfg.use_gpu is not None else torch.cuda.is_available()) else "cpu")
     path = cfg.model
     processor = AutoProcessor.from_pretrained(path)
-    model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32).to(device)
+    model = load_vlm(cfg, path).to(device)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     # No final-turn truncation: CRT compares the same response tokens under two images.
-    dataset = VITaskDataset(_trained_rows(data_dir), processor, EncodeOptions(max_length=cfg.max_length))
+    dataset = VITaskDataset(_trained_rows(data_dir), processor, EncodeOptions(max_length=cfg.max_length),
+                            seed=cfg.seed)
     with open(out / "skipped.jsonl", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in dataset.rejects)
     hidden = int(model.get_input_embeddings().embedding_dim)
@@ -223,6 +257,9 @@ def train(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path) -> dict[s
 
     t0 = time.perf_counter()
     result = train_vitask(model, processor, objective, dataset, cfg, on_step=log_step)
+    if uses_lora(cfg):
+        model.save_pretrained(out / "adapter")
+        model = model.merge_and_unload()
     model.save_pretrained(out)  # the plain VLM: the connector and the TSM live in `objective`
     processor.save_pretrained(out)
     save_connector(objective.connector, out / CONNECTOR_FILE, tsm=str(cfg.vitask.tsm),

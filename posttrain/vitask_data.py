@@ -6,7 +6,7 @@ Dataset rows follow the dataset contract (`id`, `images`, `messages`, ...). VITa
 assistant-only labels, skipping and collation are the shared ones (`SFTDataset`, `encode_example`,
 `Collator`); this module adds what only VITask needs: the TSM's pixels of each image and, for CRT, the same
 instruction and response encoded with a *negative* image (that of another example with the same
-instruction and a different response).
+instruction and a different response, picked by seeded sampling, drawn afresh each epoch).
 
 Nothing is dropped silently: a row or turn that cannot be used becomes a reject record
 `{id, stage: "vitask", reason, detail}` (`missing_image`, `multiple_images`, `no_turns`,
@@ -17,6 +17,7 @@ Nothing is dropped silently: a row or turn that cannot be used becomes a reject 
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -94,25 +95,40 @@ def single_turn_examples(rows: Sequence[Mapping[str, Any]]) -> tuple[list[Turn],
     return turns, rejects
 
 
-def find_negatives(instructions: Sequence[str], responses: Sequence[str]) -> list[int | None]:
-    """For each sample, the index of another sample with the same instruction and a different response.
-
-    Deterministic: the first such index after i, wrapping around (so negatives spread over the group).
-    None where no sample qualifies; callers count those.
+def find_negatives(
+    instructions: Sequence[str], responses: Sequence[str], *, seed: int = 0, epoch: int = 0,
+    keys: Sequence[str] | None = None,
+) -> list[int | None]:
+    """For each sample, the index of another sample with the same instruction and a different response,
+    drawn by seeded sampling: uniformly among all such samples, with `random.Random(f"{seed}:{epoch}:{key}")`
+    per sample (key: `keys[i]`, default its index), so a run repeats and each epoch draws afresh.
+    Responses compare stripped and case-folded. None where no sample qualifies; callers count those.
     """
-    if len(instructions) != len(responses):
-        raise ValueError("instructions and responses differ in length")
+    if len(instructions) != len(responses) or (keys is not None and len(keys) != len(instructions)):
+        raise ValueError("instructions, responses and keys differ in length")
     norm_i = [s.strip() for s in instructions]
     norm_r = [s.strip().casefold() for s in responses]
-    groups: dict[str, list[int]] = {}
-    for i, key in enumerate(norm_i):
-        groups.setdefault(key, []).append(i)
+    # Per instruction, members ordered by response bucket: the candidates of i are that order minus the span
+    # of i's own bucket, so the k-th candidate is found in O(1) (no per-sample candidate lists).
+    buckets: dict[str, dict[str, list[int]]] = {}
+    for i, (ki, kr) in enumerate(zip(norm_i, norm_r, strict=True)):
+        buckets.setdefault(ki, {}).setdefault(kr, []).append(i)
+    order: dict[str, list[int]] = {}
+    span: dict[tuple[str, str], tuple[int, int]] = {}
+    for ki, by_resp in buckets.items():
+        order[ki] = []
+        for kr, members in by_resp.items():
+            span[ki, kr] = (len(order[ki]), len(order[ki]) + len(members))
+            order[ki] += members
     out: list[int | None] = []
-    for i, key in enumerate(norm_i):
-        members = groups[key]
-        start = members.index(i)
-        ring = members[start + 1 :] + members[:start]
-        out.append(next((j for j in ring if norm_r[j] != norm_r[i]), None))
+    for i, (ki, kr) in enumerate(zip(norm_i, norm_r, strict=True)):
+        start, end = span[ki, kr]
+        n_other = len(order[ki]) - (end - start)
+        if n_other == 0:
+            out.append(None)
+            continue
+        k = random.Random(f"{seed}:{epoch}:{keys[i] if keys is not None else i}").randrange(n_other)
+        out.append(order[ki][k if k < start else k + (end - start)])
     return out
 
 
@@ -137,16 +153,22 @@ class VITaskDataset(torch.utils.data.Dataset):
     `lengths` serve `LengthGroupedBatchSampler`; `rejects` lists every row or turn not trained on.
     """
 
-    def __init__(self, rows: Sequence[Mapping[str, Any]], processor: Any, opts: EncodeOptions):
-        self.rows, self.processor, self.opts = rows, processor, opts
+    def __init__(self, rows: Sequence[Mapping[str, Any]], processor: Any, opts: EncodeOptions, seed: int = 0):
+        self.rows, self.processor, self.opts, self.seed = rows, processor, opts, seed
         all_turns, self.rejects = single_turn_examples(rows)
         self.sft = SFTDataset(_TurnRows(rows, all_turns), processor, opts)
         self.rejects += [reject(s["id"], s["reason"], s["detail"]) for s in self.sft.skipped]
         self.turns = [all_turns[i] for i in self.sft.index]
-        self.negatives = find_negatives([t.instruction for t in self.turns], [t.response for t in self.turns])
         self.with_negatives = True
+        self.set_epoch(0)
         for r in self.rejects:
             log.warning("vitask: %s rejected (%s) %s", r["id"], r["reason"], r["detail"])
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw this epoch's CRT negatives (seeded sampling, see `find_negatives`)."""
+        self.epoch = epoch
+        self.negatives = find_negatives([t.instruction for t in self.turns], [t.response for t in self.turns],
+                                        seed=self.seed, epoch=epoch, keys=[t.id for t in self.turns])
 
     @property
     def lengths(self) -> list[int]:

@@ -4,11 +4,13 @@ contrastive response tuning (CRT), with a task-specific model (TSM) as exemplar 
 Injection. Exemplars enter through `inputs_embeds`, never by patching the model: the token embeddings and
 the image features are computed with the model's own modules (`get_input_embeddings`, `get_image_features`),
 the image features are scattered into the image-token positions exactly as the model's forward does, and the
-connector output is then either added at the image-token positions of its sample ("add", the variant the
-paper found best) or inserted as `num_tokens` extra embeddings right after the sample's last image token
-("append"; the logits of the inserted positions are removed again, so every returned logit tensor lines up
-with `input_ids`). Supported are VLMs whose forward accepts `inputs_embeds` + `attention_mask` with 1-D
-positions (Idefics3/SmolVLM, LLaVA-style); M-RoPE models (Qwen2-VL) would need their position ids passed.
+connector output is then either inserted as `num_tokens` extra exemplar embeddings right after the sample's
+last image token ("append", the default: with `tsm_feature="cls"` this is the paper's best variant, the TSM's
+CLS feature given to the LLM as exemplar token(s) through a learnable connector; the logits of the inserted
+positions are removed again, so every returned logit tensor lines up with `input_ids`) or added onto every
+image token of its sample ("add", kept as an option). Supported are VLMs whose forward accepts `inputs_embeds`
++ `attention_mask` with 1-D positions (Idefics3/SmolVLM, LLaVA-style); M-RoPE models (Qwen2-VL) would need their
+position ids passed.
 
 The connector is method state: it is saved apart from the model (`save_connector`), because inference uses
 the plain VLM without TSM or connector.
@@ -142,7 +144,8 @@ class VITaskObjective(nn.Module):
     """Owns the exemplar connector and the TSM handle; computes the VITask loss of one batch.
 
     Components (names used for weights and logs): "van" plain next-token CE, "ep" CE with exemplars,
-    "rda" KL(plain || stopgrad exemplar-prompted), "crt" (stage 2 only) own image vs negative image.
+    "rda" KL(stopgrad exemplar-prompted || plain) (direction by `rda_direction`), "crt" (stage 2 only) own image
+    vs negative image (form by `crt_form`).
     """
 
     def __init__(self, tsm: TaskSpecificModel, hidden_size: int, settings: VITaskSettings):
@@ -172,7 +175,7 @@ class VITaskObjective(nn.Module):
         comps = {
             "van": LOSSES["next_token_ce"](plain, labels),
             "ep": LOSSES["next_token_ce"](ep, labels),
-            "rda": LOSSES["rda_kl"](plain, ep, labels),
+            "rda": LOSSES["rda_kl"](plain, ep, labels, direction=self.settings.rda_direction),
         }
         crt_out = None
         if stage == 2:
@@ -182,7 +185,8 @@ class VITaskObjective(nn.Module):
                 raw = forward_logits(model, negative)  # the plain model: the one used at inference
                 neg_logits = align_negative_logits(labels, raw, negative.labels, negative_rows, labels.shape[1])
                 has[list(negative_rows)] = True
-            crt_out = LOSSES["crt"](plain, neg_logits, labels, has, score=self.settings.crt_score)
+            crt_out = LOSSES["crt"](plain, neg_logits, labels, has, form=self.settings.crt_form,
+                                    score=self.settings.crt_score)
             comps["crt"] = crt_out.loss
         total, logged = combine(comps, self.weights(stage))
         if crt_out is not None:

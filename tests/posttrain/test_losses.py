@@ -50,7 +50,9 @@ def test_next_token_ce_mismatched_shapes_raise():
         next_token_ce(LOGITS, torch.tensor([[0, 1]]))
 
 
-def test_rda_kl_hand_value_and_direction():
+def test_rda_kl_reverse_variant_hand_value_and_direction():
+    # The reverse variant (train.vitask.rda_direction=reverse); the paper's forward KL is pinned in
+    # tests/posttrain/test_vitask_reference.py.
     # One response token (t=0 -> labels[1]). Student p = softmax(0,0) = (1/2, 1/2);
     # teacher q = softmax(ln3, 0) = (3/4, 1/4).
     # KL(p || q) = 1/2 ln((1/2)/(3/4)) + 1/2 ln((1/2)/(1/4)) = 1/2 ln(2/3) + 1/2 ln 2 = 1/2 ln(4/3) ~ 0.1438
@@ -58,7 +60,7 @@ def test_rda_kl_hand_value_and_direction():
     student = _t([[[0.0, 0.0], [9.0, 9.0]]])
     teacher = _t([[[LN3, 0.0], [-9.0, 9.0]]])
     labels = torch.tensor([[-100, 1]])
-    got = rda_kl(student, teacher, labels).item()
+    got = rda_kl(student, teacher, labels, direction="reverse").item()
     assert got == pytest.approx(0.5 * math.log(4 / 3), rel=1e-5)
     assert got != pytest.approx(0.75 * math.log(1.5) + 0.25 * math.log(0.5), rel=1e-3)
 
@@ -67,7 +69,7 @@ def test_rda_kl_masks_ignored_positions():
     # Position t=1 has a very different teacher but its target is ignored: only t=0 counts.
     student = _t([[[0.0, 0.0], [0.0, 0.0], [0.0, 0.0]]])
     teacher = _t([[[LN3, 0.0], [50.0, -50.0], [0.0, 0.0]]])
-    assert rda_kl(student, teacher, torch.tensor([[-100, 1, -100]])).item() == pytest.approx(
+    assert rda_kl(student, teacher, torch.tensor([[-100, 1, -100]]), direction="reverse").item() == pytest.approx(
         0.5 * math.log(4 / 3), rel=1e-5
     )
 
@@ -86,7 +88,7 @@ def test_rda_kl_zero_when_distributions_match():
     assert rda_kl(x, x + 7.0, torch.tensor([[-100, 1, 2]])).item() == pytest.approx(0.0, abs=1e-6)
 
 
-def test_crt_logit_hand_value_and_negatives_counted():
+def test_crt_binary_logit_hand_value_and_negatives_counted():
     # Sample 0 has a negative. Targets: labels[1] = 1 (scored at t=0), labels[2] = 0 (scored at t=1).
     #   t=0: s+ = logits[0,0,1] = 2, s- = neg[0,0,1] = 0 -> softplus(0 - 2) = ln(1 + e^-2)
     #   t=1: s+ = logits[0,1,0] = 0, s- = neg[0,1,0] = 1 -> softplus(1 - 0) = ln(1 + e)
@@ -95,7 +97,7 @@ def test_crt_logit_hand_value_and_negatives_counted():
     logits = _t([[[0.0, 2.0], [0.0, 5.0], [0.0, 0.0]], [[0.0, -50.0], [0.0, 0.0], [0.0, 0.0]]])
     neg = _t([[[0.0, 0.0], [1.0, 5.0], [0.0, 0.0]], [[0.0, 50.0], [0.0, 0.0], [0.0, 0.0]]])
     labels = torch.tensor([[-100, 1, 0], [-100, 1, -100]])
-    out = crt(logits, neg, labels, torch.tensor([True, False]))
+    out = crt(logits, neg, labels, torch.tensor([True, False]), form="binary")
     want = (math.log1p(math.exp(-2.0)) + math.log1p(math.e)) / 2
     assert out.loss.item() == pytest.approx(want, rel=1e-6)
     assert (out.n_used, out.n_without_negative, out.n_without_tokens, out.n_tokens) == (1, 1, 0, 2)
@@ -109,7 +111,7 @@ def test_crt_mean_over_samples_not_tokens():
     neg[1, 0, 1] = LN3
     neg[1, 1, 1] = LN3
     labels = torch.tensor([[-100, 1, -100], [-100, 1, 1]])
-    out = crt(logits, neg, labels, torch.tensor([True, True]))
+    out = crt(logits, neg, labels, torch.tensor([True, True]), form="binary")
     assert out.loss.item() == pytest.approx(1.5 * LN2, rel=1e-6)
     assert out.n_used == 2 and out.n_tokens == 3
 
@@ -121,11 +123,11 @@ def test_crt_logprob_score_hand_value_and_shift_invariance():
     neg = _t([[[0.0, 0.0], [0.0, 0.0]]])
     labels = torch.tensor([[-100, 1]])
     has = torch.tensor([True])
-    got = crt(logits, neg, labels, has, score="logprob").loss.item()
+    got = crt(logits, neg, labels, has, form="binary", score="logprob").loss.item()
     assert got == pytest.approx(math.log(5 / 3), rel=1e-6)
-    assert crt(logits, neg + 4.0, labels, has, score="logprob").loss.item() == pytest.approx(got, rel=1e-6)
+    assert crt(logits, neg + 4.0, labels, has, form="binary", score="logprob").loss.item() == pytest.approx(got, rel=1e-6)
     # Raw logits are not shift invariant: s+ = ln3, s- = 0 + 4.
-    assert crt(logits, neg + 4.0, labels, has).loss.item() == pytest.approx(math.log1p(math.exp(4 - LN3)), rel=1e-6)
+    assert crt(logits, neg + 4.0, labels, has, form="binary").loss.item() == pytest.approx(math.log1p(math.exp(4 - LN3)), rel=1e-6)
 
 
 def test_crt_without_any_negative_is_zero_and_counts_all():

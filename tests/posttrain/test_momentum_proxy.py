@@ -25,21 +25,24 @@ def test_ema_step_matches_hand_computation():
     assert torch.equal(mp.proxy.detach(), torch.tensor([[2.0, 0.0], [3.0, 14.0]]))
 
 
-def test_ema_forward_passes_gradient_to_proxy():
+def test_reset_and_start_momentum_copy_values():
     mp = MomentumProxy(2, 3, momentum=0.5, init=torch.ones(2, 3))
     with torch.no_grad():
         mp.proxy.add_(1.0)
-    e = mp.embeddings(use_ema=True)
-    assert torch.equal(e.detach(), mp.ema)  # forward value is the EMA
-    (e * torch.arange(6.0).view(2, 3)).sum().backward()
-    assert torch.equal(mp.proxy.grad, torch.arange(6.0).view(2, 3))
+    assert not bool(mp.warmed_up)
+    mp.start_momentum()  # EMA starts from the (warmed-up) live proxy
+    assert torch.equal(mp.ema, torch.full((2, 3), 2.0)) and bool(mp.warmed_up)
+    with torch.no_grad():
+        mp.proxy.add_(5.0)
+    mp.reset_to_ema()
+    assert torch.equal(mp.proxy.detach(), torch.full((2, 3), 2.0))
 
 
 def test_inject_replaces_exactly_the_placeholder_positions():
     mp = MomentumProxy(2, 4, init=torch.arange(8.0).view(2, 4))
     embeds = torch.randn(2, 5, 4)
     mask = torch.tensor([[False, True, True, False, False], [False, False, False, True, True]])
-    out = mp.inject(embeds, mask, use_ema=False)
+    out = mp.inject(embeds, mask)
     assert torch.equal(out[0, 1], mp.proxy[0]) and torch.equal(out[0, 2], mp.proxy[1])
     assert torch.equal(out[1, 3], mp.proxy[0]) and torch.equal(out[1, 4], mp.proxy[1])
     assert torch.equal(out[~mask], embeds[~mask])
@@ -82,7 +85,6 @@ def test_instruction_positions_get_the_proxy(recipe_run):
     batch = r.collator([r.dataset[0], r.dataset[1]])
     text = r.processor.tokenizer.decode(batch["input_ids"][0])
     assert "What colors" not in text and text.count(r.processor.tokenizer.pad_token) >= 4
-    r.in_warmup = True
     embeds = r.inputs_embeds(batch)
     mask = (batch["input_ids"] == r.placeholder_id) & (batch["attention_mask"] == 1)
     assert int(mask[0].sum()) == 4
@@ -90,23 +92,20 @@ def test_instruction_positions_get_the_proxy(recipe_run):
     assert torch.equal(embeds[0, pos], r.proxy.proxy)
     plain = r.module.get_input_embeddings()(batch["input_ids"])
     assert torch.equal(embeds[~mask], plain[~mask])
-    r.in_warmup = False
-    assert torch.equal(r.inputs_embeds(batch)[0, pos].detach(), r.proxy.ema)
-    r.in_warmup = None
 
 
 def test_short_run_lowers_loss_and_follows_the_phases(recipe_run):
     r, out = recipe_run
     model_before = {n: p.detach().clone() for n, p in r.module.named_parameters()}
     proxy_before = r.proxy.proxy.detach().clone()
-    r.stop_after_steps = 3  # phase 1 only
-    r.train()
+    assert r.warm_up() == 3  # phase 1 only
     assert all(torch.equal(model_before[n], p) for n, p in r.module.named_parameters())
-    assert not torch.equal(proxy_before, r.proxy.proxy) and torch.equal(r.proxy.ema, proxy_before)
-    r.stop_after_steps = None
-    m = r.train()
+    assert not torch.equal(proxy_before, r.proxy.proxy) and torch.equal(r.proxy.ema, r.proxy.proxy)
+    warmed = r.proxy.ema.clone()
+    m = r.train()  # warmed_up is set: no second warm-up
     assert any(not torch.equal(model_before[n], p) for n, p in r.module.named_parameters())
-    assert not torch.equal(r.proxy.ema, proxy_before)
+    assert not torch.equal(r.proxy.ema, warmed)
+    assert len((out / "warmup_metrics.jsonl").read_text().splitlines()) == 3
     losses = [json.loads(ln)["loss"] for ln in (out / "metrics.jsonl").read_text().splitlines()]
     assert m["step"] == len(losses) == 16
     assert sum(losses[-3:]) < sum(losses[:3])

@@ -22,16 +22,24 @@ def rows(n: int = 4) -> list[dict]:
              "messages": messages([(INSTR, "abnormal" if i % 2 else "normal")])} for i in range(n)]
 
 
-def test_find_negatives_same_instruction_other_response_deterministic():
+def test_find_negatives_same_instruction_other_response_seeded():
     instr = ["q1", "q1", "q1", "q2", "q2", "q3"]
     resp = ["a", "a", "b", "x", "x", "z"]
-    neg = find_negatives(instr, resp)
-    assert neg == [2, 2, 0, None, None, None]
+    neg = find_negatives(instr, resp, seed=0)
+    # Only one candidate each in group q1 (2 <-> {0, 1}), none in q2 (same answers) or q3 (alone).
+    assert neg[:2] == [2, 2] and neg[2] in (0, 1) and neg[3:] == [None, None, None]
     for i, j in enumerate(neg):
         if j is not None:
             assert instr[j] == instr[i] and resp[j] != resp[i]
+    assert find_negatives(instr, resp, seed=0) == neg  # seeded: repeats
     # Case and surrounding space do not make a response "different".
     assert find_negatives(["q", "q"], ["Normal", " normal "]) == [None, None]
+
+
+def test_find_negatives_sampling_covers_every_candidate():
+    instr, resp = ["q"] * 5, ["a", "b", "c", "d", "a"]
+    drawn = {find_negatives(instr, resp, seed=0, epoch=e)[0] for e in range(60)}
+    assert drawn == {1, 2, 3}  # uniform over the other-answer samples; never 0 or 4 (same answer "a")
 
 
 def test_single_turn_examples_split_turns_and_reject_with_reasons():
