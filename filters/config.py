@@ -36,6 +36,14 @@ class ComposeConfig(Section):
             "'precise', 'informative', or 'unfiltered' (combined answers without the judge filter)."
         ),
     )
+    form_rule: Literal["indicator_words", "last_sentence"] = Field(
+        "indicator_words",
+        description=(
+            "How a combined answer picks its form: 'indicator_words' (the reference rule: so/thus/therefore/"
+            "answer/result/final/could be in the informative answer's last sentence, then in the precise answer) "
+            "or 'last_sentence' (the informative answer's last sentence contains the precise answer)."
+        ),
+    )
 
 
 class MixConfig(Section):
