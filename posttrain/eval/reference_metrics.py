@@ -1,0 +1,139 @@
+"""Reference-compatible scores: the AdaMLLM evaluation code's own arithmetic, so numbers compare with the
+paper's tables (arXiv 2411.19930). Reported beside the project's metrics, never instead of them.
+
+Sources (bigai-ai/QA-Synthesizer vllm_inference/utils/):
+  task.py `VQA_RAD.evaluate` (SLAKE, PathVQA, VQA-RAD): both texts lower-cased and passed through LLaVA-Med's
+      `normalize_word`; OPEN -> recall of `calculate_f1score`; CLOSED -> hit when the prediction contains the
+      substring 'yes' or 'no' and the reference as a substring. The substring test is a known bug (the letters
+      "no" in "nodule" count); `metrics.closed_correct` is the fixed score.
+  llava_med/glossary.py, llava_med/evaluate_metrics.py: copies of LLaVA-Med v1.0.0
+      llava/eval/eval_metrics/{glossary,evaluate_metrics}.py.
+  metric.py `parse_multi_choice_response` (from MMMU eval_utils): "(X)" anywhere, else " X ", else option text
+      (responses longer than 5 characters); several candidates -> the last mentioned; none -> a seeded random
+      option (the reference seeds with the example's position; so do we).
+Not reproduced here: Recipe1M ROUGE-L (the `rouge` package's tokenizer), Nutrition5K / FoodSeg103 (sklearn
+scores over the full label vocabularies); their tasks report the project's metrics only.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+
+from posttrain.eval.metrics import LETTERS, gold_choice
+
+# -- LLaVA-Med normalisation (glossary.py `normalize_word`) ---------------------------------------
+
+_NUMBERS = {"none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
+            "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10"}
+_ARTICLES = ("a", "an", "the")
+# The VQA contraction table maps a word written without apostrophes to its apostrophe form; it is built
+# here from the apostrophe forms (keys = the form with apostrophes removed).
+_CONTRACTED = (
+    "ain't aren't can't could've couldn't couldn't've didn't doesn't don't hadn't hadn't've hasn't haven't he'd "
+    "he'd've he's how'd how'll how's I'd've I'm I've isn't it'd it'd've it'll let's ma'am mightn't mightn't've "
+    "might've mustn't must've needn't not've o'clock oughtn't shan't she'd've she's should've shouldn't "
+    "shouldn't've somebody'd've somebody'll somebody's someone'd someone'd've someone'll someone's something'd "
+    "something'd've something'll that's there'd there'd've there're there's they'd they'd've they'll they're "
+    "they've 'twas wasn't we'd've we've weren't what'll what're what's what've when's where'd where's where've "
+    "who'd who'd've who'll who's who've why'll why're why's won't would've wouldn't wouldn't've y'all y'all'll "
+    "y'all'd've you'd you'd've you'll you're you've"
+).split()
+_CONTRACTIONS = {c.replace("'", ""): c for c in _CONTRACTED}
+_PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)")  # sic: a look-ahead, so every '.' not before a digit goes
+_COMMA_STRIP = re.compile(r"(\d)(,)(\d)")
+_PUNCT = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?", "!")
+
+
+def normalize_word(token: str) -> str:
+    """LLaVA-Med's answer normalisation, step for step."""
+    out = token
+    for p in _PUNCT:
+        # the test looks at the original text for every mark, as the original does
+        if (p + " " in token or " " + p in token) or _COMMA_STRIP.search(token) is not None:
+            out = out.replace(p, "")
+        else:
+            out = out.replace(p, " ")
+    # The original passes re.UNICODE (32) as sub()'s third positional argument, i.e. count=32.
+    token = _PERIOD_STRIP.sub("", out, 32)
+    words = [_NUMBERS.get(w, w) for w in token.lower().split()]
+    words = [_CONTRACTIONS.get(w, w) for w in words if w not in _ARTICLES]
+    return " ".join(words).replace(",", "")
+
+
+def _unigrams(text: str) -> Counter[str]:
+    return Counter(text.lower().strip().split())
+
+
+def llava_med_recall(prediction: str, answer: str) -> float:
+    """Recall of LLaVA-Med's `calculate_f1score(prediction, answer)` on lower-cased, normalised texts.
+    As there, true positives count the prediction's occurrences (so a repeated word can push recall up)."""
+    cand = _unigrams(normalize_word(normalize_word(prediction.lower())))
+    ref = _unigrams(normalize_word(normalize_word(answer.lower())))
+    if not cand or not ref:
+        return 0.0
+    tp = sum(n for w, n in cand.items() if w in ref)
+    fn = sum(n for w, n in ref.items() if w not in cand)
+    return 0.0 if tp == 0 else tp / (tp + fn)
+
+
+def reference_closed(prediction: str, answer: str) -> float:
+    """The reference CLOSED score: substring tests on normalised texts (the known bug included)."""
+    pred = normalize_word(prediction.lower())
+    gold = normalize_word(answer.lower())
+    return float(("yes" in pred or "no" in pred) and gold in pred)
+
+
+# -- multiple choice (metric.py `parse_multi_choice_response`) ------------------------------------
+
+
+def mmmu_choice(response: str, all_choices: Sequence[str], index2ans: dict[str, str], seed: int) -> tuple[str, bool]:
+    """(chosen index, guessed) exactly as the reference parser; `guessed` marks the seeded random fallback."""
+    for ch in (",", ".", "!", "?", ";", ":", "'"):
+        response = response.strip(ch)
+    response = " " + response + " "
+    candidates: list[str] = []
+    bracketed = False
+    by_index = True
+    for c in all_choices:
+        if f"({c})" in response:
+            candidates.append(c)
+            bracketed = True
+    if not candidates:
+        candidates = [c for c in all_choices if f" {c} " in response]
+    if not candidates and len(response) > 5:
+        candidates = [i for i, a in index2ans.items() if a.lower() in response.lower()]
+        by_index = not candidates
+    if not candidates:
+        return random.Random(seed).choice(list(all_choices)), True
+    if len(candidates) == 1:
+        return candidates[0], False
+    if by_index:
+        pos = [response.rfind(f"({c})" if bracketed else f" {c} ") for c in candidates]
+    else:
+        pos = [response.lower().rfind(index2ans[c].lower()) for c in candidates]
+    return candidates[pos.index(max(pos))], False  # np.argmax: first of the maxima
+
+
+# -- aggregation ----------------------------------------------------------------------------------
+
+
+def reference_aggregate(records: Iterable[dict]) -> dict[str, float]:
+    """Reference-compatible task scores (fractions) from the records `metrics.aggregate` reads; only the
+    answer types the reference code scores (open, closed, choice, classification). Position = seed."""
+    scores: dict[str, list[float]] = {}
+    for pos, r in enumerate(records):
+        kind, text, ans = r["answer_type"], r.get("prediction") or "", r["answer"]
+        if kind == "open":
+            scores.setdefault("open_recall", []).append(llava_med_recall(text, ans))
+        elif kind == "closed":
+            scores.setdefault("closed_accuracy", []).append(reference_closed(text, ans))
+        elif kind in ("choice", "classification"):
+            choices = r.get("choices") or []
+            # PMC-VQA options are letters; Food101's are class indices "0".."100" (task.py `Food101`)
+            keys = list(LETTERS[: len(choices)]) if kind == "choice" else [str(i) for i in range(len(choices))]
+            got, _ = mmmu_choice(text, keys, dict(zip(keys, choices, strict=True)), pos)
+            scores.setdefault("accuracy", []).append(float(got == keys[gold_choice(ans, choices)]))
+    return {k: sum(v) / len(v) for k, v in scores.items()}
