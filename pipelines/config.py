@@ -222,7 +222,8 @@ def load_config(
     for item in overrides or []:
         path, value = parse_override(item)
         apply_override(data, path, value)
-    target = (data.get("train") or {}).get("target") if isinstance(data.get("train"), dict) else None
+    train = data.get("train")
+    target = train.get("target") if isinstance(train, dict) else None
     if isinstance(target, str) and target:
         data = deep_merge(target_yaml(target), data)
     try:

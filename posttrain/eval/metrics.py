@@ -82,26 +82,26 @@ def closed_correct(prediction: str, answer: str) -> bool:
 
 # -- multiple choice ------------------------------------------------------------------------------
 
-_CUE = re.compile(r"\b(?:answer|option|choice)\s*(?:is|:)?\s*[:\-]?\s*(\()?([A-Za-z])(\))?(?![A-Za-z])(\s+[a-z])?",
-                  re.I)
+_CUE = re.compile(r"\b(?:answer|option|choice)\s*(?:is|:)?\s*[:\-]?\s*(?P<open>\()?(?P<letter>[A-Za-z])(?P<close>\))?"
+                  r"(?![A-Za-z])(?P<word>\s+[a-z])?", re.I)
 _LEAD = re.compile(r"^\s*\(?([A-Z])(?:\)|\.|:|$)")
 _WHOLE = re.compile(r"^\s*[\(\[]?([A-Za-z])[\)\]]?[.:]?\s*$")
 _BRACKETED = re.compile(r"\(([A-Z])\)")
-_CAPITAL = re.compile(r"(?<![\w(])([A-Z])(?![\w)])(\s+[a-z])?")
+_CAPITAL = re.compile(r"(?<![\w(])(?P<letter>[A-Z])(?![\w)])(?P<word>\s+[a-z])?")
 _WORD_LETTERS = frozenset("AaI")  # one-letter English words: read as such when a lower-case word follows
 
 
-def _last_letter(rx: re.Pattern[str], text: str, letter_group: int, idx) -> int | None:
+def _last_letter(rx: re.Pattern[str], text: str, idx) -> int | None:
     """Index of the option named by the LAST match of `rx` (the reference parser keeps the last mention),
-    skipping 'A'/'a'/'I' used as a word ("the answer is a nodule")."""
+    skipping an unbracketed 'A'/'a'/'I' followed by a word: an English word ("the answer is a nodule")."""
     found = None
     for m in rx.finditer(text):
-        letter = m.group(letter_group)
-        bracketed = rx is _CUE and m.group(1) and m.group(3)
-        if not bracketed and letter in _WORD_LETTERS and m.groups()[-1]:
+        groups = m.groupdict()
+        bracketed = groups.get("open") and groups.get("close")
+        if not bracketed and m.group("letter") in _WORD_LETTERS and groups.get("word"):
             continue
-        if idx(letter) is not None:
-            found = idx(letter)
+        if idx(m.group("letter")) is not None:
+            found = idx(m.group("letter"))
     return found
 
 
@@ -125,7 +125,7 @@ def parse_choice(prediction: str, choices: Sequence[str]) -> int | None:
     m = _WHOLE.search(text)
     if m and idx(m.group(1)) is not None:
         return idx(m.group(1))
-    got = _last_letter(_CUE, text, 2, idx)
+    got = _last_letter(_CUE, text, idx)
     if got is not None:
         return got
     m = _LEAD.search(text)
@@ -143,7 +143,7 @@ def parse_choice(prediction: str, choices: Sequence[str]) -> int | None:
         return hits[0]
     if hits:
         return None  # several options named: ambiguous
-    return _last_letter(_CAPITAL, text, 1, idx)
+    return _last_letter(_CAPITAL, text, idx)
 
 
 # -- generation, sets, labels ---------------------------------------------------------------------
