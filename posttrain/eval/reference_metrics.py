@@ -11,8 +11,13 @@ Sources (bigai-ai/QA-Synthesizer vllm_inference/utils/):
   metric.py `parse_multi_choice_response` (from MMMU eval_utils): "(X)" anywhere, else " X ", else option text
       (responses longer than 5 characters); several candidates -> the last mentioned; none -> a seeded random
       option (the reference seeds with the example's position; so do we).
-Not reproduced here: Recipe1M ROUGE-L (the `rouge` package's tokenizer), Nutrition5K / FoodSeg103 (sklearn
-scores over the full label vocabularies); their tasks report the project's metrics only.
+  metric.py `rouge` (Recipe1M): ROUGE-L F of the `rouge` package (pltrdy/rouge, rouge/rouge_score.py
+      `rouge_l_summary_level`): sentences split on '.', words split on ' ', case kept, and the union of the
+      LCS words over sentence pairs counted as a SET against the numbers of distinct words; errors score 0.
+      The package rebuilds each LCS recursively, so a pair longer than Python's recursion limit errors (and
+      scores 0) there; it is computed here.
+Not reproduced here: Nutrition5K / FoodSeg103 (sklearn scores over the full label vocabularies); their tasks
+report the project's metrics only.
 """
 
 from __future__ import annotations
@@ -117,12 +122,53 @@ def mmmu_choice(response: str, all_choices: Sequence[str], index2ans: dict[str, 
     return candidates[pos.index(max(pos))], False  # np.argmax: first of the maxima
 
 
+# -- ROUGE-L of the `rouge` package (metric.py `rouge`) -------------------------------------------
+
+
+def _sentences(text: str) -> list[list[str]]:
+    """The package's split: on '.', pieces of length 0 dropped, whitespace runs joined by ' ', then split(' ')."""
+    return [" ".join(piece.split()).split(" ") for piece in text.split(".") if len(piece) > 0]
+
+
+def _lcs_words(x: list[str], y: list[str]) -> set[str]:
+    """Words of the LCS of x and y, traced back as the package does (up on a strict gain, else left)."""
+    table = [[0] * (len(y) + 1) for _ in range(len(x) + 1)]
+    for i in range(1, len(x) + 1):
+        for j in range(1, len(y) + 1):
+            table[i][j] = table[i - 1][j - 1] + 1 if x[i - 1] == y[j - 1] else max(table[i - 1][j], table[i][j - 1])
+    out, i, j = set(), len(x), len(y)
+    while i and j:
+        if x[i - 1] == y[j - 1]:
+            out.add(x[i - 1])
+            i, j = i - 1, j - 1
+        elif table[i - 1][j] > table[i][j - 1]:
+            i -= 1
+        else:
+            j -= 1
+    return out
+
+
+def rouge_package_l(prediction: str, reference: str) -> float:
+    """`Rouge().get_scores(prediction, reference)[0]["rouge-l"]["f"]`, 0 where the package raises."""
+    hyp, ref = _sentences(prediction), _sentences(reference)
+    if not hyp or not ref:
+        return 0.0
+    m = len({w for s in ref for w in s})
+    n = len({w for s in hyp for w in s})
+    union: set[str] = set()
+    for r in ref:
+        for h in hyp:
+            union |= _lcs_words(r, h)
+    p, r_ = len(union) / n, len(union) / m
+    return 2.0 * (p * r_ / (p + r_ + 1e-8))
+
+
 # -- aggregation ----------------------------------------------------------------------------------
 
 
 def reference_aggregate(records: Iterable[dict]) -> dict[str, float]:
     """Reference-compatible task scores (fractions) from the records `metrics.aggregate` reads; only the
-    answer types the reference code scores (open, closed, choice, classification). Position = seed."""
+    answer types scored here (open, closed, choice, classification, generation). Position = seed."""
     scores: dict[str, list[float]] = {}
     for pos, r in enumerate(records):
         kind, text, ans = r["answer_type"], r.get("prediction") or "", r["answer"]
@@ -130,6 +176,8 @@ def reference_aggregate(records: Iterable[dict]) -> dict[str, float]:
             scores.setdefault("open_recall", []).append(llava_med_recall(text, ans))
         elif kind == "closed":
             scores.setdefault("closed_accuracy", []).append(reference_closed(text, ans))
+        elif kind == "generation":
+            scores.setdefault("rouge_l", []).append(rouge_package_l(text, ans))
         elif kind in ("choice", "classification"):
             choices = r.get("choices") or []
             # PMC-VQA options are letters; Food101's are class indices "0".."100" (task.py `Food101`)

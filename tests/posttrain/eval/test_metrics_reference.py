@@ -191,3 +191,44 @@ def test_adamllm_prompt_style_renders_the_benchmark_input_format():
     assert get_task("slake", "adamllm").render(vqa) == "Is the lung abnormal?"
     with pytest.raises(ValueError, match="prompt style"):
         get_task("slake", "bogus")
+
+
+def ref_rouge_l(hyp, ref):
+    """pltrdy/rouge rouge_l_summary_level as called by QA-Synthesizer utils/metric.py `rouge` (exclusive sets)."""
+    def sents(t):
+        return [" ".join(p.split()).split(" ") for p in t.split(".") if len(p) > 0]
+
+    def lcs(x, y):
+        T = {(i, j): 0 for i in range(len(x) + 1) for j in range(len(y) + 1)}
+        for i in range(1, len(x) + 1):
+            for j in range(1, len(y) + 1):
+                T[i, j] = T[i - 1, j - 1] + 1 if x[i - 1] == y[j - 1] else max(T[i - 1, j], T[i, j - 1])
+
+        def rec(i, j):
+            if i == 0 or j == 0:
+                return []
+            if x[i - 1] == y[j - 1]:
+                return rec(i - 1, j - 1) + [x[i - 1]]
+            return rec(i - 1, j) if T[i - 1, j] > T[i, j - 1] else rec(i, j - 1)
+        return set(rec(len(x), len(y)))
+
+    h, r = sents(hyp), sents(ref)
+    if not h or not r:
+        return 0.0
+    union = set().union(*(lcs(rs, hs) for rs in r for hs in h))
+    p, rec_ = len(union) / len({w for s in h for w in s}), len(union) / len({w for s in r for w in s})
+    return 2 * p * rec_ / (p + rec_ + 1e-8)
+
+
+@pytest.mark.parametrize(("hyp", "ref", "hand"), [
+    ("the cat sat", "the cat ate", 2 / 3),  # LCS {the, cat}: p = r = 2/3
+    ("a b. c d", "a c. b d", 1.0),  # union LCS over sentence pairs {a, b, c, d} (token-level LCS F1 would be 0.5)
+    ("Mix the flour", "mix the flour", 2 / 3),  # case kept: 'Mix' != 'mix'
+    ("", "anything", 0.0),  # the package raises on an empty text; the reference scores 0
+])
+def test_rouge_package_l(hyp, ref, hand):
+    assert ref_rouge_l(hyp, ref) == pytest.approx(hand, abs=1e-6)
+    assert R.rouge_package_l(hyp, ref) == pytest.approx(hand, abs=1e-6)
+    for h, r in (("Boil water. Add pasta and salt. Drain.", "Boil the water. Add salt, then pasta. Drain well."),
+                 ("x y x y z", "y x z z x")):
+        assert R.rouge_package_l(h, r) == pytest.approx(ref_rouge_l(h, r))
