@@ -16,8 +16,11 @@ Sources (bigai-ai/QA-Synthesizer vllm_inference/utils/):
       LCS words over sentence pairs counted as a SET against the numbers of distinct words; errors score 0.
       The package rebuilds each LCS recursively, so a pair longer than Python's recursion limit errors (and
       scores 0) there; it is computed here.
-Not reproduced here: Nutrition5K / FoodSeg103 (sklearn scores over the full label vocabularies); their tasks
-report the project's metrics only.
+  task.py `FoodSeg103`, metric.py `parse_multi_label_response`, `compute_multi_label_scores`: vocabulary
+      phrases found in the lower-cased response, longest first, each removed once found; sklearn F1 over
+      the vocabulary without background and "other ingredients" (ids 1..102), zero_division=1.
+Not reproduced here: Nutrition5K (its recall needs the full ingredient vocabulary, which the examples do
+not carry); it reports the project's metric only.
 """
 
 from __future__ import annotations
@@ -163,12 +166,30 @@ def rouge_package_l(prediction: str, reference: str) -> float:
     return 2.0 * (p * r_ / (p + r_ + 1e-8))
 
 
+# -- multi-label (FoodSeg103) ----------------------------------------------------------------------
+
+_EXCLUDED_LABELS = ("other ingredients",)  # FoodSeg103 id 103, popped by the reference with background
+
+
+def multilabel_reference_f1(prediction: str, gold: Sequence[str], vocab: Sequence[str]) -> float:
+    """F1 of the labels the reference parser finds in `prediction` against `gold`, over `vocab`."""
+    vocab = [v for v in vocab if v.lower() not in _EXCLUDED_LABELS]
+    text, found = prediction.lower(), set()
+    for v in sorted(vocab, key=len, reverse=True):  # stable: equal lengths keep vocabulary order
+        if v.lower() in text:
+            found.add(v)
+            text = text.replace(v.lower(), "")
+    g = {v for v in gold if v in vocab}
+    tp, fp, fn = len(found & g), len(found - g), len(g - found)
+    return 1.0 if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
+
+
 # -- aggregation ----------------------------------------------------------------------------------
 
 
 def reference_aggregate(records: Iterable[dict]) -> dict[str, float]:
     """Reference-compatible task scores (fractions) from the records `metrics.aggregate` reads; only the
-    answer types scored here (open, closed, choice, classification, generation). Position = seed."""
+    answer types scored here (open, closed, choice, classification, generation, multilabel). Position = seed."""
     scores: dict[str, list[float]] = {}
     for pos, r in enumerate(records):
         kind, text, ans = r["answer_type"], r.get("prediction") or "", r["answer"]
@@ -176,6 +197,8 @@ def reference_aggregate(records: Iterable[dict]) -> dict[str, float]:
             scores.setdefault("open_recall", []).append(llava_med_recall(text, ans))
         elif kind == "closed":
             scores.setdefault("closed_accuracy", []).append(reference_closed(text, ans))
+        elif kind == "multilabel" and r.get("choices"):
+            scores.setdefault("f1", []).append(multilabel_reference_f1(text, ans, r["choices"]))
         elif kind == "generation":
             scores.setdefault("rouge_l", []).append(rouge_package_l(text, ans))
         elif kind in ("choice", "classification"):

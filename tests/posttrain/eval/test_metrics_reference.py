@@ -232,3 +232,30 @@ def test_rouge_package_l(hyp, ref, hand):
     for h, r in (("Boil water. Add pasta and salt. Drain.", "Boil the water. Add salt, then pasta. Drain well."),
                  ("x y x y z", "y x z z x")):
         assert R.rouge_package_l(h, r) == pytest.approx(ref_rouge_l(h, r))
+
+
+def ref_multilabel_f1(resp, gold, id2name):
+    """QA-Synthesizer utils/metric.py parse_multi_label_response + compute_multi_label_scores(..., 'f1')."""
+    found, text = [], resp.lower()
+    for i, a in sorted(id2name.items(), key=lambda kv: len(kv[1]), reverse=True):
+        if a.lower() in text:
+            found.append(i)
+            text = text.replace(a.lower(), "")
+    name2id = {v: k for k, v in id2name.items()}
+    y_true = [int(i in [name2id[g] for g in gold]) for i in sorted(id2name)]
+    y_pred = [int(i in found) for i in sorted(id2name)]
+    tp = sum(t and p for t, p in zip(y_true, y_pred))
+    denom = sum(y_true) + sum(y_pred)
+    return 1.0 if denom == 0 else 2 * tp / denom  # sklearn f1_score, zero_division=1
+
+
+def test_foodseg_reference_f1():
+    vocab = ["egg", "rice", "egg tart", "tea", "other ingredients"]
+    id2name = {1: "egg", 2: "rice", 3: "egg tart", 4: "tea"}  # the reference drops background and id 103
+    for resp, gold, hand in [
+        ("An egg tart and rice", ["egg tart", "egg"], 0.5),  # 'egg' inside 'egg tart' is consumed first
+        ("steamed rice, tea", ["rice", "tea"], 1.0),
+        ("nothing I know", [], 1.0),  # zero_division=1
+    ]:
+        assert ref_multilabel_f1(resp, gold, id2name) == pytest.approx(hand)
+        assert R.multilabel_reference_f1(resp, gold, vocab) == pytest.approx(hand)
