@@ -48,7 +48,7 @@ _CONTRACTED = (
     "they've 'twas wasn't we'd've we've weren't what'll what're what's what've when's where'd where's where've "
     "who'd who'd've who'll who's who've why'll why're why's won't would've wouldn't wouldn't've y'all y'all'll "
     "y'all'd've you'd you'd've you'll you're you've"
-).split()
+).split()  # noqa: SIM905 - one readable block of words
 _CONTRACTIONS = {c.replace("'", ""): c for c in _CONTRACTED}
 _PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)")  # sic: a look-ahead, so every '.' not before a digit goes
 _COMMA_STRIP = re.compile(r"(\d)(,)(\d)")

@@ -14,7 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from filters.judge import CHOICES, ConsistencyJudge, check_template, load_prompt, render, shared_prefix
+from filters.judge import (
+    CHOICES,
+    ConsistencyJudge,
+    check_template,
+    load_prompt,
+    render,
+    shared_prefix,
+)
 from pipelines.config import RunConfig, load_config
 from pipelines.rows import batch_to_rows, empty_row, rows_to_batch
 from synth.engines import GenResult
@@ -104,9 +111,9 @@ def test_published_configs_default_to_the_paper_structured_prompt():
         assert load_config(domain).judge.prompt == "adamllm_consistency"
     text = load_prompt("adamllm_consistency")
     for label in ("Yes", "No", "Open"):
-        assert re.search(rf"^- {label}: \S", text, re.M), label
+        assert re.search(rf"^- {label}: \S", text, re.MULTILINE), label
     demos = re.findall(r"^## Question: .+\n## Informative Answer: .+\n## Precise Answer: .+\n## Consistent: (\w+)$",
-                       text, re.M)
+                       text, re.MULTILINE)
     assert demos == ["No", "Open", "Yes", "Yes", "No", "Open"]
     assert text.splitlines()[-4:] == ["## Question: {Q}", "## Informative Answer: {informative_A}",
                                       "## Precise Answer: {precise_A}", "## Consistent:"]
