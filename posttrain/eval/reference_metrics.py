@@ -39,7 +39,7 @@ _NUMBERS = {"none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "fou
 _ARTICLES = ("a", "an", "the")
 # The VQA contraction table maps a word written without apostrophes to its apostrophe form; it is built
 # here from the apostrophe forms (keys = the form with apostrophes removed).
-_CONTRACTED = (
+_CONTRACTED = (  # noqa: SIM905 - one readable block of words
     "ain't aren't can't could've couldn't couldn't've didn't doesn't don't hadn't hadn't've hasn't haven't he'd "
     "he'd've he's how'd how'll how's I'd've I'm I've isn't it'd it'd've it'll let's ma'am mightn't mightn't've "
     "might've mustn't must've needn't not've o'clock oughtn't shan't she'd've she's should've shouldn't "
@@ -48,7 +48,7 @@ _CONTRACTED = (
     "they've 'twas wasn't we'd've we've weren't what'll what're what's what've when's where'd where's where've "
     "who'd who'd've who'll who's who've why'll why're why's won't would've wouldn't wouldn't've y'all y'all'll "
     "y'all'd've you'd you'd've you'll you're you've"
-).split()  # noqa: SIM905 - one readable block of words
+).split()
 _CONTRACTIONS = {c.replace("'", ""): c for c in _CONTRACTED}
 _PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)")  # sic: a look-ahead, so every '.' not before a digit goes
 _COMMA_STRIP = re.compile(r"(\d)(,)(\d)")
