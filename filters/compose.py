@@ -2,10 +2,19 @@
 
 The text functions are pure and tested directly; `ComposeStage` only applies them to rows.
 Forms (`answer_form`):
-  informative          the informative answer alone: its last sentence already states the precise answer
-  informative_precise  informative + precise: the precise answer is itself a concluding sentence
+  informative          the informative answer alone (it already concludes)
+  informative_precise  informative + " " + precise
   cot                  "{informative} So the answer is {precise}." (or another phrasing, fixed per id+task)
   precise              precise answer only (mode 'precise', or no informative answer)
+
+Which combined form a triplet gets is decided by `compose.form_rule`:
+  indicator_words (default, the reference rule of bigai-ai/QA-Synthesizer process/syn_utils.py
+                  `cook_classified_entry`): an indicator word in the informative answer's last sentence
+                  -> informative; else an indicator word in the precise answer -> informative_precise;
+                  else cot.
+  last_sentence   (this project's earlier rule): the informative answer's last sentence contains the
+                  precise answer -> informative; a precise answer that is a full sentence ->
+                  informative_precise; else cot.
 """
 
 from __future__ import annotations
@@ -32,6 +41,11 @@ COT_TEMPLATES: tuple[str, ...] = (
     "{informative} In conclusion, the answer is {precise}.",
     "{informative} The answer is therefore {precise}.",
 )
+
+# The reference's indicator list: MMMU's answer indicators with "is " removed, each with its trailing
+# space, matched as lower-case substrings (so "also " counts as "so ", as in the reference).
+INDICATORS: tuple[str, ...] = ("could be ", "so ", "thus ", "therefore ", "final ", "answer ", "result ")
+FORM_RULES = ("indicator_words", "last_sentence")
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)")
 _NON_WORD = re.compile(r"[^\w\s]")
@@ -78,7 +92,7 @@ def template_index(key: str, n: int = len(COT_TEMPLATES)) -> int:
 
 
 def compose_combined(informative: str, precise: str, key: str) -> tuple[str, str]:
-    """Combined answer and its form for one triplet. `key` picks the chain-of-thought phrasing."""
+    """Combined answer by the last-sentence rule (form_rule 'last_sentence'). `key` picks the CoT phrasing."""
     informative, precise = informative.strip(), precise.strip()
     if not informative:
         return precise, "precise"
@@ -90,14 +104,44 @@ def compose_combined(informative: str, precise: str, key: str) -> tuple[str, str
     return template.format(informative=_with_period(informative), precise=precise.rstrip(".!? ")), "cot"
 
 
-def compose_answer(informative: str, precise: str, mode: str, key: str) -> tuple[str, str]:
+def indicator_in_last_sentence(informative: str) -> bool:
+    """Reference test on the informative answer: its lower-cased text split on ". ", last piece, any indicator."""
+    last = informative.strip().lower().split(". ")[-1]
+    return any(w in last for w in INDICATORS)
+
+
+def indicator_in(text: str) -> bool:
+    """Reference test on the precise answer: any indicator anywhere in its lower-cased text."""
+    low = text.lower()
+    return any(w in low for w in INDICATORS)
+
+
+def compose_by_indicators(informative: str, precise: str, key: str) -> tuple[str, str]:
+    """Combined answer by the reference's indicator-word rule. `key` picks the chain-of-thought phrasing."""
+    informative, precise = informative.strip(), precise.strip()
+    if not informative:
+        return precise, "precise"
+    if not precise or indicator_in_last_sentence(informative):
+        return informative, "informative"
+    if indicator_in(precise):
+        return f"{informative} {precise}", "informative_precise"  # joined with one space, as the reference
+    template = COT_TEMPLATES[template_index(key)]
+    return template.format(informative=_with_period(informative), precise=precise.rstrip(".!? ")), "cot"
+
+
+def compose_answer(informative: str, precise: str, mode: str, key: str,
+                   rule: str = "indicator_words") -> tuple[str, str]:
     """(answer, answer_form) for a compose mode; answer is "" when the mode's source text is empty."""
     if mode == "precise":
         return precise.strip(), "precise"
     if mode == "informative":
         return informative.strip(), "informative"
     if mode in ("combined", "unfiltered"):
-        return compose_combined(informative, precise, key)
+        if rule == "indicator_words":
+            return compose_by_indicators(informative, precise, key)
+        if rule == "last_sentence":
+            return compose_combined(informative, precise, key)
+        raise ValueError(f"unknown compose form rule {rule!r}; allowed: {', '.join(FORM_RULES)}")
     raise ValueError(f"unknown compose mode {mode!r}; allowed: combined, precise, informative, unfiltered")
 
 
@@ -114,6 +158,7 @@ class ComposeStage(Stage):
 
     def __init__(self, cfg: ComposeConfig):
         self.mode = cfg.mode
+        self.rule = cfg.form_rule
 
     def process(self, rows: list[dict[str, Any]]) -> None:
         for row in rows:
@@ -121,7 +166,8 @@ class ComposeStage(Stage):
             kept, rejects = [], []
             for i, task in enumerate(tasks):
                 answer, form = compose_answer(
-                    task.get("informative") or "", task.get("precise") or "", self.mode, task_key(row["id"], i)
+                    task.get("informative") or "", task.get("precise") or "", self.mode, task_key(row["id"], i),
+                    self.rule,
                 )
                 if not answer:
                     rejects.append(_empty_reject(task, self.mode))

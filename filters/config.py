@@ -17,8 +17,10 @@ class JudgeConfig(EngineResources):
     )
     engine: Literal["vllm", "transformers"] = Field("vllm", description="Judge backend.")
     prompt: str = Field(
-        "consistency_v1",
-        description="Few-shot prompt: a built-in name (filters/prompts/<name>.txt), package:file.txt, or a path to a domain override.",
+        "adamllm_consistency",
+        description="Few-shot prompt: a built-in name (filters/prompts/<name>.txt: adamllm_consistency, the paper's "
+        "structure; consistency_v1, this project's rewrite), package:file.txt, or a path (the reference repository's "
+        "consistency_filter_prompt.txt is read as it is).",
     )
     keep_labels: list[Literal["yes", "no", "open"]] = Field(
         default_factory=lambda: ["yes"], description="Labels whose tasks are kept (paper: yes only)."
@@ -34,6 +36,14 @@ class ComposeConfig(Section):
         description=(
             "Training answer: 'combined' (informative, informative+precise or chain-of-thought, the default), "
             "'precise', 'informative', or 'unfiltered' (combined answers without the judge filter)."
+        ),
+    )
+    form_rule: Literal["indicator_words", "last_sentence"] = Field(
+        "indicator_words",
+        description=(
+            "How a combined answer picks its form: 'indicator_words' (the reference rule: so/thus/therefore/"
+            "answer/result/final/could be in the informative answer's last sentence, then in the precise answer) "
+            "or 'last_sentence' (the informative answer's last sentence contains the precise answer)."
         ),
     )
 

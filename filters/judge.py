@@ -1,7 +1,9 @@
 """Consistency judge (AdaMLLM consistency filter): does the precise answer follow from the informative one?
 
 A text LLM reads a few-shot prompt (filters/prompts/<name>.txt, or a domain override file) ending in
-"Label:" and is constrained to answer Yes, No or Open. The chosen label's probability
+an answer cue ("## Consistent:" in the paper-structured default `adamllm_consistency`, "Label:" in the
+rewritten `consistency_v1`) and is constrained to answer Yes, No or Open. The reference repository's own
+prompt file is accepted as it is (`judge.prompt=<path>`; see `DIALECTS`). The chosen label's probability
 (exp of its log-prob) is recorded as `score`. Tasks whose label is in `judge.keep_labels` stay in
 `tasks`; the others move to `task_rejects` (judge_no / judge_open). In compose mode 'unfiltered'
 every task stays (labels are still recorded, for the statistics).
@@ -26,16 +28,27 @@ from pipelines.core.engines import Engine, GenRequest, GenResult, SamplingSettin
 
 log = logging.getLogger(__name__)
 
-# Structured-choice strings. The prompt ends with "Label:", so each label follows a space.
+# Structured-choice strings. The prompt ends with an answer cue ("Label:", "## Consistent:"), so each label
+# follows a space.
 CHOICES = (" Yes", " No", " Open")
 LABELS = tuple(c.strip().lower() for c in CHOICES)
 PLACEHOLDERS = ("instruction", "informative", "precise")
+# Two template dialects, told apart by their placeholders. 'vlm-adapt': {instruction} {informative}
+# {precise}, text taken literally. 'reference': the file format of bigai-ai/QA-Synthesizer
+# vllm_inference/utils/consistency_filter_prompt.txt, a str.format template with {Q} {informative_A}
+# {precise_A} ending "## Consistent:", where {{ and }} are literal braces.
+DIALECTS: dict[str, dict[str, str]] = {
+    "vlm-adapt": {p: p for p in PLACEHOLDERS},
+    "reference": {"instruction": "Q", "informative": "informative_A", "precise": "precise_A"},
+}
 _PLACEHOLDER = re.compile(r"\{(instruction|informative|precise)\}")
+_REFERENCE_TOKEN = re.compile(r"\{\{|\}\}|\{(Q|informative_A|precise_A)\}")
+_REFERENCE_NAMES = {v: k for k, v in DIALECTS["reference"].items()}
 
 
 def load_prompt(name_or_path: str) -> str:
     """Template text: a built-in name (filters/prompts/<name>.txt), a package file (``package:file.txt``), or a
-    path to a domain override file."""
+    path to a domain override file (either dialect, e.g. the reference repository's prompt file as it is)."""
     package, sep, file = name_or_path.partition(":")
     if sep and "/" not in name_or_path and "\\" not in name_or_path:
         try:
@@ -61,24 +74,47 @@ def load_prompt(name_or_path: str) -> str:
     return text.rstrip()
 
 
+def dialect_of(text: str) -> str:
+    """'reference' when the template uses the reference placeholders ({Q}, ...), else 'vlm-adapt'."""
+    ref = any("{" + n + "}" in text for n in DIALECTS["reference"].values())
+    return "reference" if ref and not _PLACEHOLDER.search(text) else "vlm-adapt"
+
+
 def check_template(text: str, name: str = "template") -> None:
-    """Each placeholder exactly once, all after the shared few-shot part (so the prefix can be cached)."""
-    for p in PLACEHOLDERS:
+    """Each placeholder of one dialect exactly once, none of the other; the text ends with an answer cue
+    (a line ending in ':') after the last placeholder, so the shared few-shot part comes first."""
+    dialect = dialect_of(text)
+    other = DIALECTS["reference" if dialect == "vlm-adapt" else "vlm-adapt"]
+    mixed = [p for p in other.values() if "{" + p + "}" in text]
+    if mixed and any("{" + p + "}" in text for p in DIALECTS[dialect].values()):
+        raise ValueError(f"judge prompt {name!r} mixes placeholder styles: {mixed} with the {dialect} ones")
+    for p in DIALECTS[dialect].values():
         n = text.count("{" + p + "}")
         if n != 1:
             raise ValueError(f"judge prompt {name!r} must contain {{{p}}} exactly once, found {n}")
-    if not text.rstrip().endswith("Label:"):
-        raise ValueError(f"judge prompt {name!r} must end with 'Label:' (the label is generated after it)")
+    if dialect == "reference" and re.search(r"[{}]", _REFERENCE_TOKEN.sub("", text)):
+        raise ValueError(f"judge prompt {name!r} (reference format) has a single brace; "
+                         "it is a str.format template, so write {{ and }} for literal braces")
+    cue = text.rstrip().splitlines()[-1] if text.strip() else ""
+    if not cue.endswith(":"):
+        raise ValueError(f"judge prompt {name!r} must end with an answer cue line such as 'Label:' or "
+                         f"'## Consistent:' (the label is generated after it), got {cue[-40:]!r}")
 
 
 def render(template: str, instruction: str, informative: str, precise: str) -> str:
     """Fill the item in one pass, so braces inside the item text are never re-substituted."""
     values = {"instruction": instruction.strip(), "informative": informative.strip(), "precise": precise.strip()}
+    if dialect_of(template) == "reference":
+        return _REFERENCE_TOKEN.sub(lambda m: values[_REFERENCE_NAMES[m.group(1)]] if m.group(1)
+                                    else m.group(0)[0], template)
     return _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
 
 
 def shared_prefix(template: str) -> str:
-    """The part of the prompt every item shares (everything before the first placeholder)."""
+    """The part of the prompt every item shares (everything before the first placeholder), as rendered."""
+    if dialect_of(template) == "reference":
+        first = next(m for m in _REFERENCE_TOKEN.finditer(template) if m.group(1))
+        return _REFERENCE_TOKEN.sub(lambda m: m.group(0)[0], template[: first.start()])
     return template[: _PLACEHOLDER.search(template).start()]
 
 

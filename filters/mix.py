@@ -14,7 +14,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from filters.compose import compose_combined, task_key
+from filters.compose import compose_answer, task_key
 from filters.config import MixConfig
 from pipelines.core.contract import caption_record, caption_turn, make_record, messages, strip_image_tags
 from pipelines.core.rows import add_task_rejects, get_tasks, reject
@@ -29,8 +29,8 @@ def synthetic_turns(row: dict[str, Any]) -> tuple[list[tuple[str, str]], list[An
     """
     turns, scores, unusable = [], [], []
     for i, task in enumerate(get_tasks(row)):
-        answer = task.get("answer") or compose_combined(
-            task.get("informative") or "", task.get("precise") or "", task_key(row["id"], i)
+        answer = task.get("answer") or compose_answer(  # tasks the compose stage did not see: default rule
+            task.get("informative") or "", task.get("precise") or "", "combined", task_key(row["id"], i)
         )[0]
         if not answer or not (task.get("instruction") or "").strip():
             unusable.append(task)

@@ -167,6 +167,23 @@ def profile_yaml(profile: str) -> dict[str, Any]:
     return _read_yaml(res, "profile")
 
 
+def target_yaml(target: str) -> dict[str, Any]:
+    """Published training settings of a target model: pipelines/configs/targets/<name>.yaml or a path.
+    Such a file holds only a `train:` section."""
+    if target.endswith((".yaml", ".yml")) or "/" in target:
+        data = _read_yaml(Path(target), "target file")
+    else:
+        res = resources.files("pipelines.configs") / "targets" / f"{target}.yaml"
+        if not res.is_file():
+            names = sorted(p.name[:-5] for p in (resources.files("pipelines.configs") / "targets").iterdir()
+                           if p.name.endswith(".yaml"))
+            raise ConfigError(f"unknown train.target {target!r}: allowed are {names} or a path to a .yaml file")
+        data = _read_yaml(res, "target")
+    if set(data) - {"train"}:
+        raise ConfigError(f"target {target!r} may only set the 'train' section, found {sorted(set(data) - {'train'})}")
+    return data
+
+
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for k, v in over.items():
@@ -229,13 +246,21 @@ def load_config(
     profile: str | None = None,
     overrides: list[str] | None = None,
 ) -> RunConfig:
-    """Build the run config. Raises ConfigError with a one-line message on any problem."""
+    """Build the run config. Raises ConfigError with a one-line message on any problem.
+
+    Precedence: field defaults < train.target file < domain YAML < profile YAML < CLI overrides. The target
+    is read last (after overrides), so `train.target=<name>` on the command line switches it.
+    """
     data: dict[str, Any] = domain_yaml(domain)
     if profile:
         data = deep_merge(data, profile_yaml(profile))
     for item in overrides or []:
         path, value = parse_override(item)
         apply_override(data, path, value)
+    train = data.get("train")
+    target = train.get("target") if isinstance(train, dict) else None
+    if isinstance(target, str) and target:
+        data = deep_merge(target_yaml(target), data)
     try:
         return RunConfig.model_validate(data)
     except ValidationError as e:

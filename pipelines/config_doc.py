@@ -25,7 +25,8 @@ HEADER = """\
 Generated from the pydantic models by `python -m pipelines.config_doc > docs/configuration.md`;
 do not edit by hand (a test fails when this file is stale).
 
-A run's config is built from field defaults < `pipelines/configs/<domain>.yaml` <
+A run's config is built from field defaults < `pipelines/configs/targets/<train.target>.yaml` (published
+training settings of a target model) < `pipelines/configs/<domain>.yaml` <
 `pipelines/configs/profiles/<profile>.yaml` < dotted CLI overrides (`synth.max_tokens=256`).
 Unknown keys are errors. Each table lists a section's fields by their full dotted key.
 """

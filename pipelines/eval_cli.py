@@ -40,6 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--split", default=d.split, help="Benchmark split.")
     r.add_argument("--limit", type=int, default=d.limit, help="Evaluate at most this many examples.")
     r.add_argument("--batch-size", type=int, default=d.batch_size, help="Prompts per generation call.")
+    r.add_argument("--prompt-style", choices=["project", "adamllm"], default=d.prompt_style,
+                   help="Task prompts: the project's, or the AdaMLLM benchmark's input format.")
     r.add_argument("--max-tokens", type=int, default=d.max_tokens, help="Maximum new tokens per answer (greedy).")
     r.add_argument("--max-model-len", type=int, default=d.max_model_len, help="Engine context length.")
     r.add_argument("--gpu-memory-utilization", type=float, default=d.resources.gpu_memory_utilization,
@@ -85,7 +87,7 @@ def cmd_run(a: argparse.Namespace) -> dict[str, Any]:
                                                         "dtype": a.dtype})
     except ValidationError as e:
         raise BadInput(f"bad option value: {e.errors()[0]['loc'][0]}: {e.errors()[0]['msg']}") from None
-    spec = get_task(a.task)
+    spec = get_task(a.task, a.prompt_style)
     if not Path(a.data).exists() and not (spec.hub_id and a.data == spec.hub_id):
         raise BadInput(f"data not found: {a.data}")
     loaded = spec.load(a.data, split=cfg.split, limit=cfg.limit)

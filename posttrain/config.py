@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from pipelines.core.configbase import Section
 
@@ -74,6 +74,12 @@ class VITaskSettings(Section):
 
 class TrainConfig(Section):
     enabled: bool = Field(False, description="Run post-training when the 'train' stage is selected.")
+    target: str | None = Field(
+        None,
+        description="Published training settings of a target model, merged under the domain config by "
+        "load_config: a name in pipelines/configs/targets/ (qwen2_vl_2b, llava_next_llama3_8b, llama32_11b_vision, "
+        "synthesizer_llava_next_llama3_8b) or a path to such a YAML file.",
+    )
     method: Literal["sft", "momentum_proxy", "vitask", "synthesizer"] = Field(
         "sft", description="Post-training method."
     )
@@ -93,7 +99,12 @@ class TrainConfig(Section):
     warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Warmup fraction of steps (published 3-10%).")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     batch_size: int = Field(8, ge=1, description="Examples per device per step.")
-    grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps.")
+    grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps (derived when global_batch_size is set).")
+    global_batch_size: int | None = Field(
+        None, ge=1,
+        description="Examples per optimizer step over all workers; sets grad_accum = global / (batch_size * "
+        "num_workers), which must divide evenly. None: grad_accum as given.",
+    )
     max_length: int = Field(4096, ge=16, description="Token limit per example; longer ones are truncated in text only, or skipped.")
     truncate_final_turn: bool = Field(
         False, description="Cut an over-long example inside its final assistant turn (text only) instead of skipping it."
@@ -118,3 +129,21 @@ class TrainConfig(Section):
     blank_image_fraction: float = Field(
         0.1, ge=0, le=1, description="Synthesizer tuning: fraction of images replaced by a blank image."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_grad_accum(cls, data: object) -> object:
+        """global_batch_size -> grad_accum, before validation (sections re-validate on assignment)."""
+        if not isinstance(data, dict) or data.get("global_batch_size") is None:
+            return data
+        fields = cls.model_fields
+        per_step = int(data.get("batch_size", fields["batch_size"].default)) * int(
+            data.get("num_workers", fields["num_workers"].default))
+        total = int(data["global_batch_size"])
+        if per_step <= 0 or total % per_step:
+            raise ValueError(f"global_batch_size {total} is not a multiple of batch_size x num_workers = {per_step}")
+        derived = total // per_step
+        if "grad_accum" in data and int(data["grad_accum"]) != derived:
+            raise ValueError(f"grad_accum {data['grad_accum']} contradicts global_batch_size {total} "
+                             f"(batch_size x num_workers = {per_step} gives {derived}); set only one")
+        return {**data, "grad_accum": derived}

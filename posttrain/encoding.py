@@ -87,6 +87,7 @@ class EncodeOptions:
     max_length: int = 4096
     truncate_final_turn: bool = False  # cut a long final assistant turn (text only) instead of skipping
     train_after_turn: int | None = None  # label every token after message k (synthesizer tuning), not just assistants
+    append_eos: bool = False  # append the tokenizer's EOS after the last turn, labelled (synthesizer tuning)
 
 
 def _render(processor: Any, messages: list[dict[str, Any]], *, generation_prompt: bool) -> str:
@@ -108,12 +109,23 @@ def _count(tok: Any, text: str, full_ids: list[int]) -> int:
     return n
 
 
-def label_spans(processor: Any, messages: list[dict[str, Any]], train_after_turn: int | None = None
-                ) -> tuple[str, list[tuple[int, int]]]:
-    """Full rendered text and the trained token spans, in plain-tokenizer coordinates (before image expansion)."""
+def label_spans(processor: Any, messages: list[dict[str, Any]], train_after_turn: int | None = None,
+                append_eos: bool = False) -> tuple[str, list[tuple[int, int]]]:
+    """Full rendered text and the trained token spans, in plain-tokenizer coordinates (before image expansion).
+
+    `append_eos` adds the tokenizer's EOS after the rendered conversation as one more trained token, as the
+    AdaMLLM synthesizer recipe does (bigai-ai/QA-Synthesizer llava/train/train.py `preprocess_llama3`), so a
+    tuned synthesizer learns to stop after its last turn.
+    """
     tok = _tokenizer(processor)
     full = _render(processor, messages, generation_prompt=False)
+    if append_eos:
+        if not tok.eos_token or tok.eos_token_id is None:
+            raise ValueError("append_eos needs a tokenizer with an EOS token")
+        full += tok.eos_token
     full_ids = tok(full, add_special_tokens=False)["input_ids"]
+    if append_eos and full_ids[-1:] != [tok.eos_token_id]:
+        raise ValueError(f"EOS {tok.eos_token!r} does not tokenize to its id {tok.eos_token_id} at the end")
     spans = []
     if train_after_turn is not None:
         start = _count(tok, _render(processor, messages[: train_after_turn + 1], generation_prompt=False), full_ids)
@@ -126,13 +138,15 @@ def label_spans(processor: Any, messages: list[dict[str, Any]], train_after_turn
             end = _count(tok, _render(processor, messages[: i + 1], generation_prompt=False), full_ids)
             if end > start:
                 spans.append((start, end))
+    if append_eos and not any(s <= len(full_ids) - 1 < e for s, e in spans):
+        spans.append((len(full_ids) - 1, len(full_ids)))
     return full, spans
 
 
 def encode_example(processor: Any, messages: list[dict[str, Any]], images: list[Image.Image],
                    opts: EncodeOptions) -> dict[str, torch.Tensor]:
     """One example -> {input_ids, labels, attention_mask: [L]} + the processor's vision tensors (batch dim kept)."""
-    full, spans = label_spans(processor, messages, opts.train_after_turn)
+    full, spans = label_spans(processor, messages, opts.train_after_turn, opts.append_eos)
     tok = _tokenizer(processor)
     n_plain = len(tok(full, add_special_tokens=False)["input_ids"])
     kwargs: dict[str, Any] = {"text": [full], "return_tensors": "pt", "add_special_tokens": False}

@@ -14,7 +14,9 @@ below are used as they are. The conversation, rendered with the model's own chat
 
 At synthesis time the synth stage renders the first two turns and the model writes the rest, so every
 token after the caption turn (role markers, hints and instructions included) is a training target, and
-the caption turn is context only. A fraction `blank_image_fraction` of images (seeded by row id) is
+the caption turn is context only. The tokenizer's EOS is appended after the last turn and trained too
+(reference: bigai-ai/QA-Synthesizer llava/train/train.py `preprocess_llama3`, `+ tokenizer.eos_token`), so
+the tuned synthesizer stops by itself. A fraction `blank_image_fraction` of images (seeded by row id) is
 replaced by a blank white image of the same size, so the synthesizer also learns from the caption alone.
 The tuned model is saved like any SFT run: `synth.model=<out_dir>` loads it.
 """
@@ -58,6 +60,7 @@ class SynthesizerTuningRecipe(SFTRecipe):
     def encode_options(self) -> EncodeOptions:
         opts = super().encode_options()
         opts.train_after_turn = 1  # message 1 is the caption answer
+        opts.append_eos = True  # a trained EOS after the last turn, as the reference recipe
         return opts
 
     def message_transform(self):

@@ -33,6 +33,12 @@ class SynthConfig(EngineResources):
         ),
     )
     max_model_len: int = Field(4096, ge=64, description="Engine context length; longer prompts are rejected as too_long.")
+    max_triplets: int | None = Field(
+        None, ge=1,
+        description="Keep at most this many triplets per image, those whose precise/informative pair completes first "
+        "(1 = the reference filter, which judges one per image); the rest go to task_rejects as over_max_triplets. "
+        "None keeps every pair.",
+    )
     max_pixels: int = Field(
         336 * 336 * 4, ge=64, description="Images above this many pixels are downscaled (aspect kept) before the engine."
     )

@@ -29,6 +29,7 @@ class ParseResult:
     n_turns: int = 0  # complete, well-formed instruction turns
     n_malformed: int = 0  # segments without a hint, role markers, question or answer
     truncated: bool = False  # the trailing turn was cut off (dropped)
+    completed_at: list[int] = field(default_factory=list)  # per triplet: index of the turn completing its pair
 
     @property
     def unparseable(self) -> bool:
@@ -111,12 +112,15 @@ def parse_output(text: str, preset: Preset, *, finished: bool = False) -> ParseR
     turns, malformed, truncated = split_turns(text or "", preset, finished=finished)
     first: dict[str, dict[str, Turn]] = {}
     order: list[str] = []
-    for t in turns:
+    done: dict[str, int] = {}
+    for n, t in enumerate(turns):
         key = normalize(t.instruction)
         if key not in first:
             first[key] = {}
             order.append(key)
         first[key].setdefault(t.kind, t)
+        if len(first[key]) == 2 and key not in done:
+            done[key] = n
     result = ParseResult(n_turns=len(turns), n_malformed=malformed, truncated=truncated)
     for key in order:
         got = first[key]
@@ -128,7 +132,18 @@ def parse_output(text: str, preset: Preset, *, finished: bool = False) -> ParseR
                     "informative": got["informative"].answer,
                 }
             )
+            result.completed_at.append(done[key])
         else:
             (kind, t), = got.items()
             result.unpaired.append({"instruction": t.instruction, "hint": kind, "answer": t.answer})
     return result
+
+
+def first_completed(result: ParseResult, n: int | None) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """(kept, over): the `n` triplets whose pair completed first, in that order, and the rest. The AdaMLLM
+    filter judges one per image, the first instruction seen with both hints (bigai-ai/QA-Synthesizer
+    vllm_inference/utils/task.py `consistency_filter.get_prompt`); n=None keeps all, in parse order."""
+    if n is None or len(result.triplets) <= n:
+        return list(result.triplets), []
+    rank = sorted(range(len(result.triplets)), key=lambda i: result.completed_at[i])
+    return [result.triplets[i] for i in rank[:n]], [result.triplets[i] for i in sorted(rank[n:])]

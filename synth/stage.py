@@ -16,7 +16,7 @@ from pipelines.core.rows import add_count, add_task_rejects, set_tasks
 from pipelines.core.stage import Stage
 from pipelines.core.engines import Engine, GenRequest, SamplingSettings, engine_pool_options, make_engine
 from synth.config import SynthConfig
-from synth.parse import ParseResult, parse_output
+from synth.parse import ParseResult, first_completed, parse_output
 from synth.prompt import load_preset, render_prompt
 
 log = logging.getLogger(__name__)
@@ -108,12 +108,16 @@ class SynthStage(Stage):
             self._apply(row, parse_output(res.text, self.preset, finished=res.finish_reason == "stop"), res.text)
 
     def _apply(self, row: dict[str, Any], parsed: ParseResult, text: str) -> None:
-        set_tasks(row, [dict(t) for t in parsed.triplets])
+        kept, over = first_completed(parsed, self.cfg.max_triplets)
+        set_tasks(row, [dict(t) for t in kept])
         rejects = [
             {"stage": STAGE, "reason": "unpaired", "instruction": u["instruction"], u["hint"]: u["answer"],
              "detail": f"instruction seen only with the {u['hint']} hint"}
             for u in parsed.unpaired
         ]
+        rejects += [{"stage": STAGE, "reason": "over_max_triplets", **t,
+                     "detail": f"synth.max_triplets={self.cfg.max_triplets}: pairs completed earlier are kept"}
+                    for t in over]
         if parsed.unparseable:
             detail = (
                 f"no complete precise/informative pair: {parsed.n_turns} complete turns, "

@@ -5,9 +5,14 @@ from __future__ import annotations
 import os
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+# Timing is not what the property tests check: on a shared 2-core machine input generation can be slow.
+settings.register_profile("shared-cpu", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("shared-cpu")
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,12 @@ class EvalConfig(Section):
     tasks: list[str] = Field(default_factory=list, description="Benchmark task names (see posttrain/eval/tasks).")
     data_dir: str | None = Field(None, description="Folder holding the benchmarks in their published layouts.")
     engine: Literal["vllm", "transformers"] = Field("vllm", description="Generation backend for evaluation.")
+    prompt_style: Literal["project", "adamllm"] = Field(
+        "project",
+        description="Task prompts: 'project' (posttrain/eval/prompts/*.txt with answer-format hints) or 'adamllm' "
+        "(the AdaMLLM benchmark's input format: PMC-VQA 'Question: ... The choices are: (A) ...', VQA questions "
+        "as they are), to compare with the paper's tables.",
+    )
     max_tokens: int = Field(256, ge=1, description="Maximum new tokens per answer (greedy decoding).")
     batch_size: int = Field(32, ge=1, description="Prompts per generation call.")
     limit: int | None = Field(None, ge=1, description="Evaluate at most this many examples per task.")

@@ -2,25 +2,32 @@
 
 All text comparisons go through `normalize` (lowercase, punctuation and English articles removed,
 whitespace collapsed) and compare TOKENS, never substrings: "a nodule is present" contains the
-letters "no" but not the token "no". Aggregation over a task lives in `aggregate`.
+letters "no" but not the token "no". Punctuation is any Unicode punctuation or symbol (em-dash, curly
+quotes), so "Yes—the lesion" reads as "yes the lesion". Open-question recall also maps number words
+to digits as LLaVA-Med's normalisation does. Aggregation over a task lives in `aggregate`; scores
+computed the way the AdaMLLM reference code computes them live in `reference_metrics`.
 """
 
 from __future__ import annotations
 
 import re
 import string
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
 ARTICLES = frozenset({"a", "an", "the"})
-_PUNCT = re.compile(f"[{re.escape(string.punctuation)}]")
+_PUNCT = re.compile(r"[^\w\s]|_")  # any non-word character: ASCII and Unicode punctuation alike
+# LLaVA-Med's number map (llava/eval/eval_metrics/glossary.py `manual_map`), used for open-question recall.
+NUMBER_WORDS = {"none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
+                "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10"}
 _ITEM_SPLIT = re.compile(r"[,;\n]|\band\b|\bor\b")
 LETTERS = string.ascii_uppercase
 
 
 def tokens(text: str) -> list[str]:
-    """Normalized tokens: lowercase, punctuation -> space, articles dropped."""
-    text = _PUNCT.sub(" ", (text or "").lower())
+    """Normalized tokens: NFKC, lowercase, punctuation -> space, articles dropped."""
+    text = _PUNCT.sub(" ", unicodedata.normalize("NFKC", text or "").lower())
     return [t for t in text.split() if t not in ARTICLES]
 
 
@@ -44,11 +51,16 @@ def token_recall(prediction: str, answer: str) -> float:
 
     Raises ValueError on an empty reference: loaders reject such examples, so one here is a bug.
     """
-    gold = Counter(tokens(answer))
+    gold = Counter(_number_tokens(answer))
     if not gold:
         raise ValueError(f"empty reference answer {answer!r}")
-    pred = Counter(tokens(prediction))
+    pred = Counter(_number_tokens(prediction))
     return sum((gold & pred).values()) / sum(gold.values())
+
+
+def _number_tokens(text: str) -> list[str]:
+    """`tokens` with number words as digits ("two" == "2"), as LLaVA-Med normalises open answers."""
+    return [NUMBER_WORDS.get(t, t) for t in tokens(text)]
 
 
 def yes_no(text: str) -> str | None:
@@ -70,17 +82,37 @@ def closed_correct(prediction: str, answer: str) -> bool:
 
 # -- multiple choice ------------------------------------------------------------------------------
 
-_CUE = re.compile(r"\b(?:answer|option|choice)\s*(?:is|:)?\s*[:\-]?\s*\(?([A-Za-z])\)?(?![A-Za-z])", re.I)
+_CUE = re.compile(r"\b(?:answer|option|choice)\s*(?:is|:)?\s*[:\-]?\s*(?P<open>\()?(?P<letter>[A-Za-z])(?P<close>\))?"
+                  r"(?![A-Za-z])(?P<word>\s+[a-z])?", re.I)
 _LEAD = re.compile(r"^\s*\(?([A-Z])(?:\)|\.|:|$)")
 _WHOLE = re.compile(r"^\s*[\(\[]?([A-Za-z])[\)\]]?[.:]?\s*$")
+_BRACKETED = re.compile(r"\(([A-Z])\)")
+_CAPITAL = re.compile(r"(?<![\w(])(?P<letter>[A-Z])(?![\w)])(?P<word>\s+[a-z])?")
+_WORD_LETTERS = frozenset("AaI")  # one-letter English words: read as such when a lower-case word follows
+
+
+def _last_letter(rx: re.Pattern[str], text: str, idx) -> int | None:
+    """Index of the option named by the LAST match of `rx` (the reference parser keeps the last mention),
+    skipping an unbracketed 'A'/'a'/'I' followed by a word: an English word ("the answer is a nodule")."""
+    found = None
+    for m in rx.finditer(text):
+        groups = m.groupdict()
+        bracketed = groups.get("open") and groups.get("close")
+        if not bracketed and m.group("letter") in _WORD_LETTERS and groups.get("word"):
+            continue
+        if idx(m.group("letter")) is not None:
+            found = idx(m.group("letter"))
+    return found
 
 
 def parse_choice(prediction: str, choices: Sequence[str]) -> int | None:
     """Index of the option the prediction names, or None when it cannot be told (never a guess).
 
-    Accepted, in order: a bare letter ("B", "(B)", "b."), a cue ("The answer is B", "Answer: b",
-    "option (C)"), a leading letter with punctuation ("B. CT scan"; "A CT scan" is an article), the
-    text of exactly one option (longest match wins when one option's text contains another's).
+    Tried in order: a bare letter ("B", "(B)", "b."); the last cue ("The answer is B", "Answer: b", "option
+    (C)"; "the answer is a nodule" is an article); a leading letter with punctuation ("B. CT scan"; "A CT
+    scan" is an article); the last bracketed capital "(B)"; the text of exactly one option (longest match
+    wins when one option's text contains another's); as a fallback, the last stand-alone capital letter of
+    an option ("I think B is right"), as the reference parser (MMMU's) does before matching option text.
     """
     n = len(choices)
     letters = LETTERS[:n] if n <= len(LETTERS) else ""
@@ -90,16 +122,28 @@ def parse_choice(prediction: str, choices: Sequence[str]) -> int | None:
         return i if i >= 0 else None
 
     text = prediction or ""
-    for rx in (_WHOLE, _CUE, _LEAD):
-        m = rx.search(text)
-        if m and idx(m.group(1)) is not None:
-            return idx(m.group(1))
+    m = _WHOLE.search(text)
+    if m and idx(m.group(1)) is not None:
+        return idx(m.group(1))
+    got = _last_letter(_CUE, text, idx)
+    if got is not None:
+        return got
+    m = _LEAD.search(text)
+    if m and idx(m.group(1)) is not None:
+        return idx(m.group(1))
+    bracketed = [idx(b) for b in _BRACKETED.findall(text) if idx(b) is not None]
+    if bracketed:
+        return bracketed[-1]
     pred = tokens(text)
     hits = [i for i, c in enumerate(choices) if _contains(pred, tokens(c))]
     # Drop options whose tokens sit inside another hit ("CT" inside "CT scan").
     hits = [i for i in hits if not any(j != i and _contains(tokens(choices[j]), tokens(choices[i])) for j in hits)]
     distinct = {normalize(choices[i]) for i in hits}
-    return hits[0] if len(distinct) == 1 else None
+    if len(distinct) == 1:
+        return hits[0]
+    if hits:
+        return None  # several options named: ambiguous
+    return _last_letter(_CAPITAL, text, idx)
 
 
 # -- generation, sets, labels ---------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """Comparison report: base vs adapted models per task and metric, as Markdown, HTML and a bar chart.
 
 Input: `{model name: [score dicts from runner.score]}` (each score dict carries `task` and
-`metrics`). Fractions are shown as percentages like the papers' tables; counts (`unparsed`) as is.
+`metrics`, optionally `reference_metrics`: scored as the AdaMLLM reference code does, shown as
+"<metric> (reference-compatible)"). Fractions are shown as percentages like the papers' tables; counts
+(`unparsed`) as is.
 The last column is `delta` = last model - first model when there are at least two.
 """
 
@@ -27,7 +29,8 @@ def build_table(results: Mapping[str, Sequence[Mapping[str, Any]]]) -> tuple[lis
     values: dict[tuple[str, str, str], float] = {}
     for model, scores in results.items():
         for s in scores:
-            for metric, v in s["metrics"].items():
+            ref = {f"{k} (reference-compatible)": v for k, v in (s.get("reference_metrics") or {}).items()}
+            for metric, v in {**s["metrics"], **ref}.items():
                 key = (s["task"], metric)
                 if key not in order:
                     order.append(key)

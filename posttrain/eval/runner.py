@@ -17,6 +17,7 @@ from typing import Any
 
 from posttrain.eval.examples import Example, to_pil
 from posttrain.eval.metrics import aggregate
+from posttrain.eval.reference_metrics import reference_aggregate
 from posttrain.eval.tasks import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -141,6 +142,8 @@ def score(task: str, predictions: list[dict[str, Any]], refs: list[dict[str, Any
         missing += p is None
         joined.append({**r, "prediction": None if p is None else p.get("prediction")})
     result = aggregate(joined)
+    # Scored as the AdaMLLM reference code does, to compare with the paper's tables (labelled in reports).
+    result["reference_metrics"] = reference_aggregate(joined)
     result.update(task=task, n_rejected=result["n_rejected"] - missing, n_missing=missing,
                   n_unexpected=len(set(by_id) - ref_ids))
     return result

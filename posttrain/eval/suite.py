@@ -46,7 +46,7 @@ def evaluate_model(cfg: EvalConfig, name: str, model_ref: str, data: dict[str, P
     results = []
     try:
         for task, path in data.items():
-            spec = get_task(task)
+            spec = get_task(task, cfg.prompt_style)
             loaded = spec.load(path, split=cfg.split, limit=cfg.limit)
             preds = predict(spec, loaded.examples, engine, chat_renderer(engine.processor), batch_size=cfg.batch_size,
                             max_model_len=cfg.max_model_len, max_tokens=cfg.max_tokens)

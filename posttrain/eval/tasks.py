@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -30,6 +30,7 @@ class TaskSpec:
     metrics: tuple[str, ...]  # keys of `metrics.aggregate(...)["metrics"]` this task reports
     hub_id: str | None = None  # where the benchmark lives on the hub (used when no local copy is given)
     description: str = ""
+    adamllm_prompt: str | None = None  # template of the AdaMLLM benchmark's `input` field (eval.prompt_style)
 
     def load(self, path: str | Path, split: str = "test", limit: int | None = None, **opts: object) -> LoadResult:
         res = self.loader(path, split=split, limit=limit, **opts)
@@ -39,15 +40,16 @@ class TaskSpec:
 
     def render(self, ex: Example) -> str:
         """The user turn: template filled with the question and the options (if any)."""
-        return template(self.prompt).format(question=ex.question, options=format_options(ex.choices)).strip()
+        return template(self.prompt).format(question=ex.question, options=format_options(ex.choices),
+                                            options_paren=format_options(ex.choices, paren=True)).strip()
 
 
-def format_options(choices: list[str] | None) -> str:
-    """'A. x\\nB. y' for up to 26 options; a comma-separated list beyond (letters run out)."""
+def format_options(choices: list[str] | None, paren: bool = False) -> str:
+    """'A. x\\nB. y' ('(A) x\\n(B) y' with `paren`) for up to 26 options; a comma-separated list beyond."""
     if not choices:
         return ""
     if len(choices) <= len(LETTERS):
-        return "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(choices))
+        return "\n".join(f"({LETTERS[i]}) {c}" if paren else f"{LETTERS[i]}. {c}" for i, c in enumerate(choices))
     return ", ".join(choices)
 
 
@@ -62,10 +64,14 @@ _MC = ("accuracy", "unparsed")
 TASKS: dict[str, TaskSpec] = {
     t.name: t
     for t in (
-        TaskSpec("slake", "biomed", med.load_slake, "vqa_short.txt", _VQA, "BoKelvin/SLAKE", "SLAKE (English)"),
-        TaskSpec("vqa_rad", "biomed", med.load_vqa_rad, "vqa_short.txt", _VQA, "flaviagiammarino/vqa-rad", "VQA-RAD"),
-        TaskSpec("pathvqa", "biomed", med.load_pathvqa, "vqa_short.txt", _VQA, "flaviagiammarino/path-vqa", "PathVQA"),
-        TaskSpec("pmc_vqa", "biomed", med.load_pmc_vqa, "choice.txt", _MC, "xmcmic/PMC-VQA", "PMC-VQA"),
+        TaskSpec("slake", "biomed", med.load_slake, "vqa_short.txt", _VQA, "BoKelvin/SLAKE", "SLAKE (English)",
+                 "question_only.txt"),
+        TaskSpec("vqa_rad", "biomed", med.load_vqa_rad, "vqa_short.txt", _VQA, "flaviagiammarino/vqa-rad", "VQA-RAD",
+                 "question_only.txt"),
+        TaskSpec("pathvqa", "biomed", med.load_pathvqa, "vqa_short.txt", _VQA, "flaviagiammarino/path-vqa", "PathVQA",
+                 "question_only.txt"),
+        TaskSpec("pmc_vqa", "biomed", med.load_pmc_vqa, "choice.txt", _MC, "xmcmic/PMC-VQA", "PMC-VQA",
+                 "choice_adamllm.txt"),
         TaskSpec("attributes", "biomed", med.load_attributes, "choice.txt", _MC, None,
                  "attribute multiple choice (SKINCON / WBCAtt / CBIS-DDSM style tables)"),
         TaskSpec("medmnist", "biomed", med.load_medmnist, "classify.txt", ("accuracy", "macro_f1", "unparsed"),
@@ -86,8 +92,17 @@ class UnknownTaskError(KeyError):
         return f"unknown task {self.args[0]!r}; known tasks: {', '.join(sorted(TASKS))}"
 
 
-def get_task(name: str) -> TaskSpec:
+PROMPT_STYLES = ("project", "adamllm")
+
+
+def get_task(name: str, prompt_style: str = "project") -> TaskSpec:
+    """The task spec; prompt_style 'adamllm' swaps in the AdaMLLM benchmark's prompt where one is known."""
     try:
-        return TASKS[name]
+        spec = TASKS[name]
     except KeyError:
         raise UnknownTaskError(name) from None
+    if prompt_style not in PROMPT_STYLES:
+        raise ValueError(f"unknown prompt style {prompt_style!r}; allowed: {', '.join(PROMPT_STYLES)}")
+    if prompt_style == "adamllm" and spec.adamllm_prompt:
+        return replace(spec, prompt=spec.adamllm_prompt)
+    return spec

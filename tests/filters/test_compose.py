@@ -100,13 +100,13 @@ def test_single_source_modes(mode, expected):
 
 def test_unfiltered_composes_like_combined():
     args = ("The cytoplasm is dark.", "Brown", "k")
-    assert compose_answer(*args[:2], "unfiltered", "k") == compose_combined(*args)
+    assert compose_answer(*args[:2], "unfiltered", "k", "last_sentence") == compose_combined(*args)
     with pytest.raises(ValueError, match="unknown compose mode"):
         compose_answer("a", "b", "bogus", "k")
 
 
-def _run(mode: str, tasks: list[dict], rid: str = "r1") -> dict:
-    cfg = RunConfig.model_validate({"compose": {"mode": mode}})
+def _run(mode: str, tasks: list[dict], rid: str = "r1", rule: str = "last_sentence") -> dict:
+    cfg = RunConfig.model_validate({"compose": {"mode": mode, "form_rule": rule}})
     row = empty_row(id=rid, caption="c", tasks=json.dumps(tasks))
     return batch_to_rows(ComposeStage(cfg.compose)(rows_to_batch([row])))[0]
 

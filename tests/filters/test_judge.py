@@ -106,7 +106,7 @@ SCRIPT = {"color": ("Yes", math.log(0.9)), "nodules": ("No", math.log(0.6)), "De
 
 
 def _judge(engine, **over):
-    data = {"judge": {"max_model_len": 2048, **over.pop("judge", {})}, **over}
+    data = {"judge": {"max_model_len": 2048, "prompt": "consistency_v1", **over.pop("judge", {})}, **over}
     cfg = RunConfig.model_validate(data)
     return ConsistencyJudge(cfg.judge, filter_tasks=cfg.compose.mode != "unfiltered", engine=engine)
 
