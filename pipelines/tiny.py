@@ -95,6 +95,10 @@ def resolve_model(ref: str) -> str:
         return str(models.ensure(ref[len(MINIWORLD_PREFIX):]))
     if not ref.startswith(PREFIX):
         return ref
+    from pipelines import tiny_families  # the paper's families (tiny://qwen2-vl, llava-next, mllama, ...)
+
+    if ref[len(PREFIX):] in tiny_families.FAMILIES:
+        return str(tiny_families.build_family(ref[len(PREFIX):]))
     return str(build_tiny(ref[len(PREFIX):]))
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from posttrain.positions import rope_position_ids
 from posttrain.sft import SFTRecipe
 
 log = logging.getLogger(__name__)
@@ -147,6 +148,9 @@ class MomentumProxyRecipe(SFTRecipe):
     def compute_loss(self, batch: dict[str, Any]) -> torch.Tensor:
         inputs = self.model_inputs(batch)
         inputs["inputs_embeds"] = self.inputs_embeds(batch)
+        position_ids = rope_position_ids(self.module, inputs)  # M-RoPE (Qwen2-VL) derives them from input_ids
+        if position_ids is not None:
+            inputs["position_ids"] = position_ids
         inputs.pop("input_ids")
         return self.model(**inputs).loss
 

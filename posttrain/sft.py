@@ -166,14 +166,13 @@ class SFTRecipe:
         return module
 
     def setup(self) -> None:
-        from transformers import AutoProcessor
-
         from pipelines.tiny import resolve_model
+        from posttrain.preflight import checked_processor
 
         cfg = self.cfg
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._seed_all(cfg.seed)
-        self.processor = AutoProcessor.from_pretrained(resolve_model(cfg.model))
+        self.processor = checked_processor(resolve_model(cfg.model), cfg.model, cfg.max_length)
         module = self.load_module()
         self.autocast = cfg.precision == "bf16" or (
             cfg.precision == "auto" and self.device.type == "cuda" and torch.cuda.is_bf16_supported()

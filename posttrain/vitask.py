@@ -38,7 +38,7 @@ from posttrain.config import TrainConfig, VITaskSettings
 from posttrain.data import EncodeOptions, LengthGroupedBatchSampler, load_rows
 from posttrain.sft import TRAINED_SPLITS, build_scheduler, data_files_in, module_group, param_groups
 from posttrain.vitask_data import VITaskBatch, VITaskCollator, VITaskDataset, pad_token_id
-from posttrain.vitask_objective import CONNECTOR_FILE, VITaskObjective, load_tsm, save_connector
+from posttrain.vitask_objective import CONNECTOR_FILE, VITaskObjective, load_tsm, save_connector, unsupported_reason
 
 log = logging.getLogger(__name__)
 
@@ -194,9 +194,10 @@ def train(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path) -> dict[s
         raise NotImplementedError("vitask does not support LoRA yet; set train.lora.enabled=false")
     if cfg.num_workers > 1:
         raise NotImplementedError("vitask trains in one process; set train.num_workers=1")
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoModelForImageTextToText
 
     from pipelines.tiny import resolve_model
+    from posttrain.preflight import checked_processor
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -205,7 +206,7 @@ def train(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path) -> dict[s
     torch.manual_seed(cfg.seed)
     device = torch.device("cuda" if (cfg.use_gpu if cfg.use_gpu is not None else torch.cuda.is_available()) else "cpu")
     path = resolve_model(cfg.model)
-    processor = AutoProcessor.from_pretrained(path)
+    processor = checked_processor(path, cfg.model, cfg.max_length)
     model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32).to(device)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -213,6 +214,9 @@ def train(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path) -> dict[s
     dataset = VITaskDataset(_trained_rows(data_dir), processor, EncodeOptions(max_length=cfg.max_length))
     with open(out / "skipped.jsonl", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in dataset.rejects)
+    reason = unsupported_reason(model, cfg.vitask.connector)
+    if reason is not None:  # before any training step
+        raise NotImplementedError(f"vitask on {cfg.model}: {reason}")
     hidden = int(model.get_input_embeddings().embedding_dim)
     objective = VITaskObjective(load_tsm(cfg.vitask), hidden, cfg.vitask).to(device)
     metrics_path = out / "metrics.jsonl"
