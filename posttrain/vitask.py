@@ -208,15 +208,15 @@ def train(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path) -> dict[s
     path = resolve_model(cfg.model)
     processor = checked_processor(path, cfg.model, cfg.max_length)
     model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32).to(device)
+    reason = unsupported_reason(model, cfg.vitask.connector)
+    if reason is not None:  # before any example is encoded
+        raise NotImplementedError(f"vitask on {cfg.model}: {reason}")
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     # No final-turn truncation: CRT compares the same response tokens under two images.
     dataset = VITaskDataset(_trained_rows(data_dir), processor, EncodeOptions(max_length=cfg.max_length))
     with open(out / "skipped.jsonl", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in dataset.rejects)
-    reason = unsupported_reason(model, cfg.vitask.connector)
-    if reason is not None:  # before any training step
-        raise NotImplementedError(f"vitask on {cfg.model}: {reason}")
     hidden = int(model.get_input_embeddings().embedding_dim)
     objective = VITaskObjective(load_tsm(cfg.vitask), hidden, cfg.vitask).to(device)
     metrics_path = out / "metrics.jsonl"
