@@ -155,7 +155,8 @@ def _qwen_vl(out: Path, *, v25: bool) -> None:
     if v25:
         vision.update(hidden_size=32, intermediate_size=64, out_hidden_size=TEXT["hidden_size"], window_size=32,
                       fullatt_block_indexes=[1])
-        cfg_cls, model_cls, proc_cls = tf.Qwen2_5_VLConfig, tf.Qwen2_5_VLForConditionalGeneration, tf.Qwen2_5_VLProcessor
+        cfg_cls, model_cls = tf.Qwen2_5_VLConfig, tf.Qwen2_5_VLForConditionalGeneration
+        proc_cls = tf.Qwen2_5_VLProcessor
     else:
         vision.update(embed_dim=32, hidden_size=TEXT["hidden_size"], mlp_ratio=2)
         cfg_cls, model_cls, proc_cls = tf.Qwen2VLConfig, tf.Qwen2VLForConditionalGeneration, tf.Qwen2VLProcessor

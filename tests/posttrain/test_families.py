@@ -31,7 +31,8 @@ TURN = {"vlm": (" ", "<end_of_utterance>\n"), "qwen2-vl": ("", "<|im_end|>\n"), 
 # 'mm_projector' and 'vision_tower' names get their own rates (bigai-ai/QA-Synthesizer llava/train/llava_trainer.py).
 GROUP_PREFIXES = {
     "vlm": {"vision": ("model.vision_model.",), "projector": ("model.connector.",)},
-    "qwen2-vl": {"vision": ("model.visual.blocks.", "model.visual.patch_embed."), "projector": ("model.visual.merger.",)},
+    "qwen2-vl": {"vision": ("model.visual.blocks.", "model.visual.patch_embed."),
+                 "projector": ("model.visual.merger.",)},
     "llava-next": {"vision": ("model.vision_tower.",), "projector": ("model.multi_modal_projector.",)},
     "mllama": {"vision": ("model.vision_model.",), "projector": ("model.multi_modal_projector.",)},
 }
@@ -120,7 +121,8 @@ def test_sft_trains_saves_and_reloads(family, data_dir, tmp_path):
         base = AutoModelForImageTextToText.from_pretrained(path_of(family))
         tuned = AutoModelForImageTextToText.from_pretrained(out)
         assert type(tuned) is type(base)
-        changed = [n for (n, a), b in zip(base.named_parameters(), tuned.parameters(), strict=True) if not torch.equal(a, b)]
+        changed = [n for (n, a), b in zip(base.named_parameters(), tuned.parameters(), strict=True)
+                   if not torch.equal(a, b)]
         assert changed, "training changed no weight"
         from pipelines.processors import load_processor
 
@@ -150,7 +152,8 @@ def test_module_groups_learning_rates_and_freezing(family, data_dir, tmp_path):
         grads = {n: p.grad for n, p in recipe.module.named_parameters()}
         assert all(grads[n] is None for n in names if expected_group(family, n) == "vision")
         for group in ("projector", "language"):
-            assert any(grads[n] is not None and grads[n].abs().sum() > 0 for n in names if expected_group(family, n) == group)
+            assert any(grads[n] is not None and grads[n].abs().sum() > 0
+                       for n in names if expected_group(family, n) == group)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -330,7 +333,8 @@ def test_synthesis_with_the_llava_llama3_preset_on_llava_next():
 
     with cell("llava-next", "synth", "test_families"):
         preset = load_preset("llava_llama3")
-        sampling = SamplingSettings(max_tokens=6, stop=list(preset.stop), skip_special_tokens=preset.skip_special_tokens)
+        sampling = SamplingSettings(max_tokens=6, stop=list(preset.stop),
+                                    skip_special_tokens=preset.skip_special_tokens)
         engine = make_engine(path_of("llava-next"), EngineResources(engine="transformers", device="cpu",
                                                                      dtype="float32"),
                              sampling=sampling, multimodal=True, max_model_len=1024)
