@@ -23,7 +23,7 @@ CAPABILITIES = {
     "vitask": "VITask EP/RDA/CRT ('add' connector): exemplar injection, both stages",
     "vitask_append": "VITask 'append' connector",
     "eval_generate": "evaluation generation (transformers engine, chat template)",
-    "synth": "synthesis with the llava_llama3 preset (transformers engine)",
+    "synth": "synthesis, llava_llama3 preset: prompt, image-token count, generate, synth stage (transformers)",
     "preflight": "bad model input fails before training",
 }
 # Cells that do not apply, with the reason (rendered instead of "not run").

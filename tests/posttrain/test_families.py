@@ -351,6 +351,16 @@ def test_synthesis_with_the_llava_llama3_preset_on_llava_next():
         (res,) = engine.generate([req])
         assert res.n_prompt_tokens == n and res.n_output_tokens >= 1
         engine.close()
+        # the whole synth stage on rows: tasks or unparseable rejects with the text kept, a too-long caption
+        # rejected as too_long (never truncated)
+        from pipelines.config import load_config
+        from synth.stage import SynthStage
+        from tests.synth.test_stage import _check_tiny, _run, _tiny_rows
+
+        cfg = load_config("biomed", "tiny", ["synth.engine=transformers", "synth.model=tiny://llava-next",
+                                             "synth.preset=llava_llama3", "synth.max_tokens=16",
+                                             "synth.max_model_len=256"])
+        _check_tiny(_run(SynthStage(cfg), _tiny_rows()), 16)
 
 
 @pytest.mark.parametrize("family", ["qwen2-vl", "mllama"])
