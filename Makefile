@@ -38,6 +38,9 @@ browser:
 
 docs: $(STAMP)
 	$(PY) -m pipelines.config_doc > docs/configuration.md
+	$(PY) -m pytest -q -p no:cacheprovider tests/pipelines/fixtures/test_families.py tests/posttrain/test_families.py \
+	    tests/posttrain/test_model_preflight.py
+	$(PY) -m pipelines.family_table > docs/families.md
 
 clean:
 	rm -rf out .pytest_cache .hypothesis

@@ -1,6 +1,7 @@
 """Model and data references -> local paths, resolved once at the edge (CLI, benches, eval CLI).
 
-`tiny://<name>` builds an untrained offline model (`pipelines.fixtures.tiny`), `miniworld://<name>` a trained
+`tiny://<name>` builds an untrained offline model (`pipelines.fixtures.tiny`, or a tiny random build of one of
+the paper's model families, `pipelines.fixtures.families`), `miniworld://<name>` a trained
 model of the method check (`pipelines.experiments.miniworld.models`); both are cached under
 `$VLM_ADAPT_CACHE`. Anything else (a hub id, a local path) passes through unchanged. No stage or recipe
 knows these schemes: they receive the plain path this module returns.
@@ -19,9 +20,12 @@ MINIWORLD = "miniworld://"
 def resolve_model(ref: str) -> str:
     """A model reference -> a path or hub id that `from_pretrained` / `vllm.LLM` load."""
     if ref.startswith(TINY):
+        from pipelines.fixtures import families
         from pipelines.fixtures.tiny import build_tiny
 
-        return str(build_tiny(ref[len(TINY):]))
+        name = ref[len(TINY):]
+        # the paper's families (tiny://qwen2-vl, llava-next, mllama, ...) or the machinery models (vlm, judge, tsm)
+        return str(families.build_family(name) if name in families.FAMILIES else build_tiny(name))
     if ref.startswith(MINIWORLD):
         from pipelines.experiments.miniworld.models import ensure
 

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 IGNORE_INDEX = -100
 TEXT_KEYS = ("input_ids", "labels", "attention_mask")
 # Vision tensors whose dim 1 runs along the token sequence (padded/truncated with the text).
-SEQUENCE_ALIGNED_KEYS = ("cross_attention_mask",)
+SEQUENCE_ALIGNED_KEYS = ("cross_attention_mask", "mm_token_type_ids")
 
 
 class SkipExample(Exception):

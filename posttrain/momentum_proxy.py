@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from posttrain.optim import build_scheduler
+from posttrain.positions import rope_position_ids
 from posttrain.sft import SFTRecipe
 
 log = logging.getLogger(__name__)
@@ -248,6 +249,9 @@ class MomentumProxyRecipe(SFTRecipe):
     def compute_loss(self, batch: dict[str, Any]) -> torch.Tensor:
         inputs = self.model_inputs(batch)
         inputs["inputs_embeds"] = self.inputs_embeds(batch)
+        position_ids = rope_position_ids(self.module, inputs)  # M-RoPE (Qwen2-VL) derives them from input_ids
+        if position_ids is not None:
+            inputs["position_ids"] = position_ids
         inputs.pop("input_ids")
         # warm-up bypasses the DDP wrapper: no model parameter takes a gradient there
         model = self.module if self.in_warmup else self.model

@@ -102,12 +102,12 @@ class SFTRecipe:
         return module
 
     def setup(self) -> None:
-        from transformers import AutoProcessor
+        from posttrain.preflight import checked_processor
 
         cfg = self.cfg
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._seed_all(cfg.seed)
-        self.processor = AutoProcessor.from_pretrained(cfg.model)
+        self.processor = checked_processor(cfg.model, cfg.model, cfg.max_length)
         module = self.load_module()
         self.autocast = cfg.precision == "bf16" or (
             cfg.precision == "auto" and self.device.type == "cuda" and torch.cuda.is_bf16_supported()

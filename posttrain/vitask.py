@@ -42,7 +42,7 @@ from posttrain.dataset import LengthGroupedBatchSampler, load_rows
 from posttrain.encoding import EncodeOptions
 from posttrain.optim import TRAINED_SPLITS, build_scheduler, data_files_in, module_group, param_groups
 from posttrain.vitask_data import VITaskBatch, VITaskCollator, VITaskDataset, pad_token_id
-from posttrain.vitask_objective import CONNECTOR_FILE, VITaskObjective, load_tsm, save_connector
+from posttrain.vitask_objective import CONNECTOR_FILE, VITaskObjective, load_tsm, save_connector, unsupported_reason
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +228,7 @@ def train(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path) -> dict[s
     """Train VITask on the Parquet dataset in `data_dir`; write the model, connector and logs to `out_dir`."""
     if cfg.num_workers > 1:
         raise NotImplementedError("vitask trains in one process; set train.num_workers=1")
-    from transformers import AutoProcessor
+    from posttrain.preflight import checked_processor
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -237,8 +237,11 @@ def train(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path) -> dict[s
     torch.manual_seed(cfg.seed)
     device = torch.device("cuda" if (cfg.use_gpu if cfg.use_gpu is not None else torch.cuda.is_available()) else "cpu")
     path = cfg.model
-    processor = AutoProcessor.from_pretrained(path)
+    processor = checked_processor(path, cfg.model, cfg.max_length)
     model = load_vlm(cfg, path).to(device)
+    reason = unsupported_reason(model, cfg.vitask.connector)
+    if reason is not None:  # before any example is encoded
+        raise NotImplementedError(f"vitask on {cfg.model}: {reason}")
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     # No final-turn truncation: CRT compares the same response tokens under two images.

@@ -9,8 +9,9 @@ last image token ("append", the default: with `tsm_feature="cls"` this is the pa
 CLS feature given to the LLM as exemplar token(s) through a learnable connector; the logits of the inserted
 positions are removed again, so every returned logit tensor lines up with `input_ids`) or added onto every
 image token of its sample ("add", kept as an option). Supported are VLMs whose forward accepts `inputs_embeds`
-+ `attention_mask` with 1-D positions (Idefics3/SmolVLM, LLaVA-style); M-RoPE models (Qwen2-VL) would need their
-position ids passed.
++ `attention_mask` (Idefics3/SmolVLM, LLaVA-style, and Qwen2-VL/Qwen2.5-VL, whose M-RoPE position ids are
+computed from `input_ids` and passed, "add" only). Mllama (images through cross-attention) and "append" on
+M-RoPE models are refused with a clear message (`unsupported_reason`).
 
 The connector is method state: it is saved apart from the model (`save_connector`), because inference uses
 the plain VLM without TSM or connector.
@@ -27,6 +28,7 @@ from torch import nn
 
 from posttrain.config import VITaskSettings
 from posttrain.losses import IGNORE_INDEX, LOSSES, CRTLoss, combine
+from posttrain.positions import rope_position_ids, unwrap, uses_mrope
 from posttrain.tsm import TaskSpecificModel
 from posttrain.vitask_data import Batch
 
@@ -53,6 +55,18 @@ class ExemplarConnector(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         out = self.mlp(features)
         return out if self.mode == "add" else out.view(features.shape[0], self.num_tokens, self.hidden_size)
+
+
+def unsupported_reason(model: nn.Module, mode: str) -> str | None:
+    """Why exemplar injection cannot run on `model` in connector `mode`, or None when it can."""
+    name = type(unwrap(model)).__name__
+    if not callable(getattr(unwrap(model), "get_image_features", None)):
+        return (f"{name} has no image features at image-token positions (Mllama reads images through "
+                "cross-attention), so VITask exemplar prompting has nowhere to add the exemplar")
+    if mode == "append" and uses_mrope(model):
+        return (f"{name} uses M-RoPE: the 'append' connector would need 3-D position ids for the inserted "
+                "exemplar tokens; use train.vitask.connector=add")
+    return None
 
 
 def _image_token_id(model: nn.Module) -> int:
@@ -82,8 +96,14 @@ def forward_logits(
     exemplar: None (plain model), (B, H) for "add", (B, K, H) for "append".
     """
     device = model.device
+    reason = unsupported_reason(model, mode if exemplar is not None else "add")
+    if reason is not None:
+        raise NotImplementedError(f"vitask: {reason}")
     input_ids = batch.input_ids.to(device)
     attention = batch.attention_mask.to(device)
+    # M-RoPE models (Qwen2-VL) cannot derive their 3-D positions from inputs_embeds: pass them (add mode keeps L)
+    positions = rope_position_ids(model, {k: v.to(device) for k, v in batch.inputs.items()})
+    pos = {} if positions is None else {"position_ids": positions}
     embeds = model.get_input_embeddings()(input_ids)
     image_mask = input_ids == _image_token_id(model)
     feats = _image_features(model, batch).to(embeds.dtype)
@@ -91,11 +111,11 @@ def forward_logits(
         raise ValueError(f"{int(image_mask.sum())} image tokens but {feats.shape[0]} image feature vectors")
     embeds = embeds.masked_scatter(image_mask.unsqueeze(-1), feats)
     if exemplar is None:
-        return model(inputs_embeds=embeds, attention_mask=attention).logits
+        return model(inputs_embeds=embeds, attention_mask=attention, **pos).logits
     exemplar = exemplar.to(embeds.dtype)
     if mode == "add":
         embeds = embeds + image_mask.unsqueeze(-1).to(embeds.dtype) * exemplar[:, None, :]
-        return model(inputs_embeds=embeds, attention_mask=attention).logits
+        return model(inputs_embeds=embeds, attention_mask=attention, **pos).logits
     # "append": insert K embeddings after each sample's last image token; every row grows by K, no re-padding.
     B, T = input_ids.shape
     K = exemplar.shape[1]

@@ -128,10 +128,12 @@ class _TokenCounter:
     multimodal: bool
 
     def _load_processor(self, model_path: str, trust_remote_code: bool) -> None:
-        from transformers import AutoProcessor, AutoTokenizer
+        from transformers import AutoTokenizer
+
+        from pipelines.core.processors import load_processor
 
         if self.multimodal:
-            self.processor = AutoProcessor.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+            self.processor = load_processor(model_path, trust_remote_code=trust_remote_code)
             self.tokenizer = self.processor.tokenizer
         else:
             self.tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
