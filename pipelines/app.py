@@ -54,7 +54,8 @@ def run_all(cfg: RunConfig, out: Path, args: argparse.Namespace) -> int:
         from pipelines.hub import HubError, push_dataset
 
         try:
-            url = push_dataset(out, repo, private=cfg.hub.private, endpoint=cfg.hub.endpoint)
+            url = push_dataset(out, repo, private=cfg.hub.private, endpoint=cfg.hub.endpoint,
+                               timeout_s=cfg.hub.timeout_s)
         except HubError as e:
             return _fail(f"{e} (the local dataset in {out} is intact)")
         print(f"published: {url}")
