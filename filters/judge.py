@@ -192,3 +192,9 @@ class ConsistencyJudge(Stage):
 
     def close(self) -> None:
         self.engine.close()
+
+    def __del__(self) -> None:
+        # Stop the engine process when Ray Data's actor releases the stage (see SynthStage.__del__).
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            engine.close()

@@ -13,6 +13,7 @@ if __name__ == "__main__" and sys.path and Path(sys.path[0]).name == "pipelines"
 
 import argparse
 import logging
+import os
 
 EPILOG = """\
 overrides:
@@ -88,6 +89,10 @@ def resolve(args: argparse.Namespace):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_intermixed_args(argv)  # overrides may sit between options
+    if not os.environ.get("RAY_ADDRESS"):
+        # Token auth is already Ray's default for a local cluster; saying so explicitly (before Ray is
+        # imported) stops ray.init from printing a notice about it on every run.
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from pipelines.config import ConfigError

@@ -130,6 +130,13 @@ class SynthStage(Stage):
         """Release the engine (vLLM engine process included)."""
         self.engine.close()
 
+    def __del__(self) -> None:
+        # Ray Data's actor releases the stage on a graceful exit (`__ray_shutdown__`): stop the engine
+        # process now, not when the actor process is torn down around it.
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            engine.close()
+
     @staticmethod
     def _reject(row: dict[str, Any], reason: str, detail: str) -> None:
         add_task_rejects(row, [{"stage": STAGE, "reason": reason, "detail": detail}])
