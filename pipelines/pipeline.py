@@ -162,7 +162,10 @@ class Progress:
         return f"{self.rows} rows in {dt:.0f} s ({self.rows / dt:.2f} rows/s, {self.tokens / dt:.0f} tok/s)"
 
     def _stages(self) -> str:
-        return "  ".join(f"{s} {t[1]}/{t[0]}" for s, t in self.stages.items() if s != "read")
+        """Each stage's out/in so far, in pipeline order (counts arrive keyed alphabetically)."""
+        order = ["ingest", "synth", "judge", "compose", "mix"]
+        names = [s for s in order if s in self.stages] + sorted(set(self.stages) - {*order, "read"})
+        return "  ".join(f"{s} {self.stages[s][1]}/{self.stages[s][0]}" for s in names)
 
     def close(self) -> None:
         self.bar.close()

@@ -188,6 +188,7 @@ class VLLMEngine(_TokenCounter):
             enable_prefix_caching=enable_prefix_caching,
             enforce_eager=res.enforce_eager,
             seed=sampling.seed,
+            use_tqdm_on_load=False,  # a bar per engine start, in every actor, on the run's console
         )
         if multimodal:
             kwargs["limit_mm_per_prompt"] = {"image": limit_images}

@@ -61,7 +61,8 @@ def _outcome(rows: list[dict], out: Path) -> tuple[list[str], list[str]]:
     assert not m.check_balanced()
 
     def sids(kind: str) -> list[str]:
-        return [s for p in m.committed_parts(kind) for s in pq.read_table(p, columns=["source_id"])["source_id"].to_pylist()]
+        parts = m.committed_parts(kind)
+        return [s for p in parts for s in pq.read_table(p, columns=["source_id"])["source_id"].to_pylist()]
 
     return sids("data"), sids("rejects")
 
