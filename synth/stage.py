@@ -59,6 +59,7 @@ class SynthStage(Stage):
         self.cfg = cfg
         self.preset = load_preset(cfg.synth.preset)
         self.max_image_pixels = cfg.input.max_image_pixels
+        self._owns_engine = engine is None  # an injected engine belongs to the caller
         if engine is None:
             engine = make_engine(
                 resolve_model(cfg.synth.model),
@@ -133,8 +134,8 @@ class SynthStage(Stage):
     def __del__(self) -> None:
         # Ray Data's actor releases the stage on a graceful exit (`__ray_shutdown__`): stop the engine
         # process now, not when the actor process is torn down around it.
-        engine = getattr(self, "engine", None)
-        if engine is not None:
+        engine = getattr(self, "engine", None)  # unset when building it failed
+        if engine is not None and self._owns_engine:
             engine.close()
 
     @staticmethod
