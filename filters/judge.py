@@ -156,6 +156,7 @@ class ConsistencyJudge(Stage):
         self.keep = set(cfg.keep_labels)
         self.filter = filter_tasks
         self.max_model_len = cfg.max_model_len
+        self._owns_engine = engine is None  # an injected engine belongs to the caller
         self.engine = engine if engine is not None else self._build_engine(cfg, seed)
         tok = self.engine.tokenizer
         self._choice_tokens = max(len(tok(c, add_special_tokens=False)["input_ids"]) for c in CHOICES)
@@ -227,3 +228,9 @@ class ConsistencyJudge(Stage):
 
     def close(self) -> None:
         self.engine.close()
+
+    def __del__(self) -> None:
+        # Stop the engine process when Ray Data's actor releases the stage (see SynthStage.__del__).
+        engine = getattr(self, "engine", None)  # unset when building it failed
+        if engine is not None and self._owns_engine:
+            engine.close()

@@ -54,7 +54,8 @@ def run_all(cfg: RunConfig, out: Path, args: argparse.Namespace) -> int:
         from pipelines.hub import HubError, push_dataset
 
         try:
-            url = push_dataset(out, repo, private=cfg.hub.private, endpoint=cfg.hub.endpoint)
+            url = push_dataset(out, repo, private=cfg.hub.private, endpoint=cfg.hub.endpoint,
+                               timeout_s=cfg.hub.timeout_s)
         except HubError as e:
             return _fail(f"{e} (the local dataset in {out} is intact)")
         print(f"published: {url}")
@@ -62,12 +63,38 @@ def run_all(cfg: RunConfig, out: Path, args: argparse.Namespace) -> int:
     return 0
 
 
-def _stop_ray() -> None:
-    if "ray" in sys.modules:
-        import ray
+def _stop_ray(wait_s: float = 60.0) -> None:
+    """Shut Ray down once the engine actors have exited on their own.
 
-        if ray.is_initialized():
-            ray.shutdown()
+    When a dataset is done, Ray Data drops its actor handles and Ray ends each actor gracefully: it calls
+    `__ray_shutdown__`, which releases the stage, whose `__del__` shuts its vLLM engine core down. A
+    `ray.shutdown()` before that kills the actors mid-way, and their engine processes print
+    "engine core exited unexpectedly" and resource_tracker tracebacks. So wait (bounded) for them first.
+    """
+    if "ray" not in sys.modules:
+        return
+    import time
+
+    import ray
+
+    if not ray.is_initialized():
+        return
+    try:
+        from ray._private import state
+
+        job = ray.get_runtime_context().get_job_id()
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            alive = [a for a in state.actors().values() if a.get("JobID") == job and a.get("State") != "DEAD"
+                     and "MapWorker" in a.get("ActorClassName", "")]
+            if not alive:
+                break
+            time.sleep(0.2)
+        else:
+            log.warning("%d pipeline actor(s) still running after %.0f s; stopping them", len(alive), wait_s)
+    except (ImportError, AttributeError) as e:  # a Ray without this state API: just stop
+        log.debug("cannot list actors (%s); shutting Ray down now", e)
+    ray.shutdown()
 
 
 def summary(out: Path) -> str:
@@ -79,7 +106,9 @@ def summary(out: Path) -> str:
 
     order = list(STAGE_ORDER)
     for stage, c in sorted(m["stages"].items(), key=lambda kv: (order + [kv[0]]).index(kv[0])):
-        lines.append(f"  {stage:<8} in {c['in']:>6}  out {c['out']:>6}  rejected {c['rejected']:>6}")
+        reasons = ", ".join(f"{r} {n}" for r, n in sorted(c.get("rejected_by_reason", {}).items()))
+        lines.append(f"  {stage:<8} in {c['in']:>6}  out {c['out']:>6}  rejected {c['rejected']:>6}"
+                     + (f"  ({reasons})" if reasons else ""))
     lines += [
         f"  dataset  {out / 'data'}",
         f"  rejects  {out / 'rejects'}",

@@ -64,6 +64,11 @@ class HubConfig(Section):
     private: bool = Field(True, description="Create the dataset repo as private.")
     license: str = Field("other", description="License field of the dataset card.")
     endpoint: str | None = Field(None, description="Hub endpoint URL (None: huggingface_hub default / HF_ENDPOINT).")
+    timeout_s: float = Field(
+        60.0, gt=0, le=3600,
+        description="Connect/read/write timeout of every Hub HTTP request, in seconds (huggingface_hub sets none; "
+        "a stalled Hub then fails after this, times huggingface_hub's retries for the calls it retries).",
+    )
 
 
 class RunConfig(Section):

@@ -8,14 +8,18 @@ rejected at stage "ingest" with one of these reasons:
 `empty_caption`, `caption_only_image_tag`, `short_caption`, `missing_image`, `path_escape`,
 `file_too_large`, `empty_image`, `unreadable_image`, `truncated_image`, `too_many_pixels`.
 
-Accepted captions are stripped of `<image>` tags and surrounding whitespace: the tag belongs to the
-user turn, and a stray one in the answer would add an image placeholder to the chat template.
+Accepted captions are stripped of `<image>` tags, control characters (other than tab and newline)
+and surrounding whitespace: the tag belongs to the user turn, and a stray one in the answer would add
+an image placeholder to the chat template; a NUL or escape byte has no business in a training answer.
+A caption counts as empty when it has no visible character (only whitespace, controls, or invisible
+format characters such as zero-width spaces, BOMs and bidi marks).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 from typing import Any, ClassVar
 
 from pipelines.config import InputConfig
@@ -32,16 +36,34 @@ _BYTES_SLACK = 1 << 20
 
 
 def caption_problem(caption: str, min_chars: int) -> tuple[str, str] | None:
-    """(reason, detail) when a caption is unusable, else None."""
-    if not caption.strip():
-        return "empty_caption", f"caption is empty or whitespace ({len(caption)} chars)"
+    """(reason, detail) when a caption is unusable, else None.
+
+    Only visible characters count: a caption of NUL bytes, zero-width spaces, BOMs or bidi marks has
+    no text a model could learn from, so it is as empty as a blank one.
+    """
+    if not any(_visible(c) for c in caption):
+        kind = "empty or whitespace" if not caption.strip() else "only control or invisible characters"
+        return "empty_caption", f"caption is {kind} ({len(caption)} chars): {caption[:40]!r}"
     text = caption.replace(IMAGE_TAG, "").strip()
-    if not text:
+    if not any(_visible(c) for c in text):
         return "caption_only_image_tag", f"caption has no text besides the {IMAGE_TAG} tag: {caption[:80]!r}"
-    n = sum(not c.isspace() for c in text)
+    n = sum(_visible(c) for c in text)
     if n < min_chars:
-        return "short_caption", f"caption has {n} non-space characters < input.min_caption_chars={min_chars}"
+        return "short_caption", f"caption has {n} visible characters < input.min_caption_chars={min_chars}"
     return None
+
+
+# Letters and symbols that render as blank space although Unicode files them as printable
+# (Hangul fillers, the blank Braille pattern): used to fake "non-empty" text.
+_BLANK_PRINTABLE = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+# C0/C1 control characters except tab, newline and carriage return (Unicode category Cc).
+_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def _visible(c: str) -> bool:
+    """A character that shows ink: printable (not a control, format, separator, private-use or
+    unassigned code point, per `str.isprintable`), not whitespace, not a blank filler."""
+    return c.isprintable() and not c.isspace() and c not in _BLANK_PRINTABLE
 
 
 def load_image_bytes(row: dict[str, Any], default_root: str, max_pixels: int) -> bytes:
@@ -97,7 +119,7 @@ class IngestStage(Stage):
             except ImageRejected as e:
                 reject(row, self.name, e.reason, e.detail)
                 continue
-            row["caption"] = row["caption"].replace(IMAGE_TAG, "").strip()
+            row["caption"] = _CONTROLS.sub("", row["caption"].replace(IMAGE_TAG, "")).strip()
             row["image"] = encode_png(img)
             row["width"], row["height"] = img.size
 

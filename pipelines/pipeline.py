@@ -96,15 +96,28 @@ def init_ray(cfg: RunConfig) -> None:
 
     if not ray.is_initialized():
         kwargs: dict[str, Any] = {"include_dashboard": False, "configure_logging": False, "log_to_driver": True}
-        # vLLM's per-request INFO lines from every engine actor drown the run's own output.
-        level = os.environ.get("VLLM_LOGGING_LEVEL", "WARNING")
-        kwargs["runtime_env"] = {"env_vars": {"VLLM_LOGGING_LEVEL": level, "TOKENIZERS_PARALLELISM": "false"}}
+        # Third-party noise is cut at its source, in every actor: vLLM logs per-request INFO and, on CPU, a
+        # dozen WARNINGs about Triton, eager mode and the V1 runner per engine; transformers warns per
+        # process about torchvision and (5.19, `Idefics3Config()` built for a repr) a default pad_token_id
+        # outside the default vocabulary; torch emits FutureWarnings about vLLM's own calls and C++ notes
+        # on NUMA binding. Errors still show; a user's own setting of any of these wins.
+        env = {
+            "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "ERROR"),
+            "TRANSFORMERS_VERBOSITY": os.environ.get("TRANSFORMERS_VERBOSITY", "error"),
+            "PYTHONWARNINGS": os.environ.get("PYTHONWARNINGS", "ignore::FutureWarning"),
+            "TORCH_CPP_LOG_LEVEL": os.environ.get("TORCH_CPP_LOG_LEVEL", "ERROR"),
+            "TOKENIZERS_PARALLELISM": "false",
+        }
+        kwargs["runtime_env"] = {"env_vars": env}
         if not os.environ.get("RAY_ADDRESS"):
             kwargs["num_cpus"] = cfg.num_cpus
         ray.init(**kwargs)
     ctx = DataContext.get_current()
     ctx.execution_options.preserve_order = True  # deterministic dedup winner and part contents
-    ctx.enable_progress_bars = False
+    ctx.enable_progress_bars = False  # the driver draws its own (Progress below)
+    # Ray Data's INFO lines (execution plan, log folder) and its warning that the bars above are off.
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
 
 
 def open_output(cfg: RunConfig, out: Path, *, resume: bool, overwrite: bool) -> Manifest:
@@ -126,24 +139,55 @@ def build_dataset(cfg: RunConfig, done_ids: frozenset[str]):
 
 
 class Progress:
-    """Rows/s and generated tokens/s on stderr (tqdm when attached to a terminal or forced)."""
+    """Per-stage progress of the rows the sink receives, on stderr.
 
-    def __init__(self, enabled: bool):
+    On a terminal: one tqdm bar (rows/s, generated tokens/s, and each stage's out/in so far). Otherwise
+    (a log file, CI): the same as one line every `every_s` seconds and once at the end.
+    """
+
+    def __init__(self, enabled: bool, *, tty: bool | None = None, every_s: float = 30.0):
         from tqdm import tqdm
 
-        self.bar = tqdm(unit="row", disable=not enabled, file=sys.stderr, dynamic_ncols=True, mininterval=1.0)
-        self.t0 = time.monotonic()
-        self.tokens = 0
+        self.enabled = enabled
+        self.tty = sys.stderr.isatty() if tty is None else tty
+        self.bar = tqdm(unit="row", disable=not (enabled and self.tty), file=sys.stderr, dynamic_ncols=True,
+                        mininterval=1.0)
+        self.t0 = self.last = time.monotonic()
+        self.every_s = every_s
+        self.rows = self.tokens = 0
+        self.stages: dict[str, list[int]] = {}  # stage -> [in, out, rejected] over the rows seen
 
     def __call__(self, row: dict[str, Any]) -> None:
+        import json
+
+        self.rows += 1
         self.tokens += int(row.get("n_output_tokens") or 0)
+        for stage, c in json.loads(row.get("counts") or "{}").items():
+            t = self.stages.setdefault(stage, [0, 0, 0])
+            t[0], t[1], t[2] = t[0] + c["in"], t[1] + c["out"], t[2] + c["rejected"]
         self.bar.update(1)
-        dt = max(time.monotonic() - self.t0, 1e-9)
-        if self.bar.n % 16 == 0:
-            self.bar.set_postfix(tok_s=f"{self.tokens / dt:.0f}", refresh=False)
+        now = time.monotonic()
+        if self.tty and self.rows % 8 == 0:
+            self.bar.set_postfix_str(f"{self.tokens / max(now - self.t0, 1e-9):.0f} tok/s  " + self._stages(),
+                                     refresh=False)
+        elif self.enabled and not self.tty and now - self.last >= self.every_s:
+            self.last = now
+            print(f"progress: {self._rate(now)}  {self._stages()}", file=sys.stderr, flush=True)
+
+    def _rate(self, now: float) -> str:
+        dt = max(now - self.t0, 1e-9)
+        return f"{self.rows} rows in {dt:.0f} s ({self.rows / dt:.2f} rows/s, {self.tokens / dt:.0f} tok/s)"
+
+    def _stages(self) -> str:
+        """Each stage's out/in so far, in pipeline order (counts arrive keyed alphabetically)."""
+        order = ["ingest", "synth", "judge", "compose", "mix"]
+        names = [s for s in order if s in self.stages] + sorted(set(self.stages) - {*order, "read"})
+        return "  ".join(f"{s} {self.stages[s][1]}/{self.stages[s][0]}" for s in names)
 
     def close(self) -> None:
         self.bar.close()
+        if self.enabled and not self.tty and self.rows:  # the summary then has a line per stage
+            print(f"progress: {self._rate(time.monotonic())}  {self._stages()}", file=sys.stderr, flush=True)
 
 
 def run_dataset(cfg: RunConfig, out: Path, *, resume: bool = True, overwrite: bool = False, progress: bool = True) -> Manifest:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -84,6 +85,13 @@ def resolve(args: argparse.Namespace):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_intermixed_args(argv)  # overrides may sit between options
+    if not os.environ.get("RAY_ADDRESS"):
+        # Token auth is already Ray's default for a local cluster; saying so explicitly (before Ray is
+        # imported) stops ray.init from printing a notice about it on every run.
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+    # Each engine actor prints the same few lines; deduplicated, Ray adds a "[repeated Nx across cluster]
+    # (Ray deduplicates logs by default ...)" banner to them. Print each with its actor's prefix instead.
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from pipelines.config import ConfigError

@@ -58,6 +58,7 @@ class SynthStage(Stage):
         self.cfg = cfg
         self.preset = load_preset(cfg.preset)
         self.max_image_pixels = max_image_pixels
+        self._owns_engine = engine is None  # an injected engine belongs to the caller
         if engine is None:
             engine = make_engine(
                 cfg.model,
@@ -132,6 +133,13 @@ class SynthStage(Stage):
     def close(self) -> None:
         """Release the engine (vLLM engine process included)."""
         self.engine.close()
+
+    def __del__(self) -> None:
+        # Ray Data's actor releases the stage on a graceful exit (`__ray_shutdown__`): stop the engine
+        # process now, not when the actor process is torn down around it.
+        engine = getattr(self, "engine", None)  # unset when building it failed
+        if engine is not None and self._owns_engine:
+            engine.close()
 
     @staticmethod
     def _reject(row: dict[str, Any], reason: str, detail: str) -> None:

@@ -121,6 +121,8 @@ def write_bad_json_input(dir: Path) -> tuple[Path, dict[str, str]]:
         (_record("images/huge.png", "A header claiming 64 megapixels."), "too_many_pixels"),
         (_record("images/good0.png", ""), "empty_caption"),
         (_record("images/good0.png", "   \n\t "), "empty_caption"),
+        (_record("images/good0.png", "\x00\x00\x00\x00\x00\x00\x00\x00"), "empty_caption"),
+        (_record("images/good0.png", "\u200b\ufeff\u200e\u2066\u2069\u200d"), "empty_caption"),
         (_record("images/good0.png", "<image>"), "caption_only_image_tag"),
         ("not a record", "malformed_record"),
         ({"images": ["images/good0.png"], "messages": [{"role": "assistant", "content": "x"}, {"role": "user", "content": "y"}]},

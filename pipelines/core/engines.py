@@ -169,6 +169,11 @@ class VLLMEngine(_TokenCounter):
         enable_prefix_caching: bool = False,
         limit_images: int = 1,
     ) -> None:
+        import os
+
+        # vLLM applies VLLM_LOGGING_LEVEL only once an engine exists; what it logs while importing (a
+        # Triton warning on CPU) would otherwise reach Python's last-resort handler at WARNING.
+        logging.getLogger("vllm").setLevel(os.environ.get("VLLM_LOGGING_LEVEL", "INFO").upper())
         import vllm
 
         self.sampling = sampling
@@ -185,6 +190,7 @@ class VLLMEngine(_TokenCounter):
             enable_prefix_caching=enable_prefix_caching,
             enforce_eager=res.enforce_eager,
             seed=sampling.seed,
+            use_tqdm_on_load=False,  # a bar per engine start, in every actor, on the run's console
         )
         if multimodal:
             kwargs["limit_mm_per_prompt"] = {"image": limit_images}
@@ -261,8 +267,14 @@ class VLLMEngine(_TokenCounter):
         return total, _softmax_at(lps, first_ids.index(chosen))
 
     def close(self) -> None:
-        """Shut the engine process down (tests and actors that end early)."""
-        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        """Shut the engine process down; safe to call twice (an explicit close, then the stage's `__del__`).
+
+        The engine core is a child process: ended here, it exits cleanly and unregisters its shared
+        memory; left to die with the actor, it logs "engine core exited unexpectedly" and its
+        resource_tracker prints KeyError tracebacks.
+        """
+        llm, self.llm = getattr(self, "llm", None), None
+        core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
         if core is not None and hasattr(core, "shutdown"):
             core.shutdown()
 

@@ -2,7 +2,8 @@
 
 The image column holds an HF Image struct `{bytes, path}`, raw bytes, or a path. Work items are a Parquet
 row group or one Arrow file of a saved dataset, planned from metadata so every row gets an exact
-`"<file>#<index>"` source id.
+`"<file>#<index>"` source id. Records of a row group that cannot be decoded are rejected one by one as
+`unreadable_shard`.
 """
 
 from __future__ import annotations
@@ -126,20 +127,33 @@ def _brief(rec: dict[str, Any]) -> dict[str, Any]:
 
 
 def table_rows(it: dict[str, Any], cfg: InputConfig, fmt: str, root: str) -> Iterator[dict[str, Any]]:
-    """Rows of one work item (a Parquet row group, or an Arrow file slice), read ROWS_PER_BATCH at a time."""
+    """Rows of one work item (a Parquet row group, or an Arrow file slice), read ROWS_PER_BATCH at a time.
+
+    A row group whose pages cannot be decoded (corrupt bytes behind a readable footer) ends the item:
+    each record not read yet becomes a row rejected as `unreadable_shard`, so every record the metadata
+    counts is accounted for.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     cols = [c for c in (cfg.image_column, cfg.caption_column, cfg.id_column) if c]
-    if fmt == "parquet":
-        batches = pq.ParquetFile(it["file"]).iter_batches(batch_size=ROWS_PER_BATCH, row_groups=[it["part"]], columns=cols)
-    else:
-        table = pa.ipc.open_stream(pa.memory_map(it["file"])).read_all()  # zero-copy: the file is mapped
-        batches = table.select(cols).to_batches(max_chunksize=ROWS_PER_BATCH)
     index, left = it["start"], it["count"]
-    for b in batches:
-        recs = b.slice(0, left).to_pylist()
-        yield from arrow_rows(recs, index, it["label"], cfg, root)
-        index, left = index + len(recs), left - len(recs)
-        if left <= 0:
-            return
+    try:
+        if fmt == "parquet":
+            pf = pq.ParquetFile(it["file"])
+            batches = pf.iter_batches(batch_size=ROWS_PER_BATCH, row_groups=[it["part"]], columns=cols)
+        else:
+            table = pa.ipc.open_stream(pa.memory_map(it["file"])).read_all()  # zero-copy: the file is mapped
+            batches = table.select(cols).to_batches(max_chunksize=ROWS_PER_BATCH)
+        for b in batches:
+            recs = b.slice(0, left).to_pylist()
+            yield from arrow_rows(recs, index, it["label"], cfg, root)
+            index, left = index + len(recs), left - len(recs)
+            if left <= 0:
+                return
+    except (OSError, pa.ArrowException) as e:
+        where = f"{it['label']} row group {it['part']}" if fmt == "parquet" else it["label"]
+        detail = f"{where} cannot be decoded: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        for i in range(index, index + max(left, 0)):
+            yield malformed_row(f"{it['label']}#{i}", {"file": it["label"], "index": i, "error": detail}, detail,
+                                reason="unreadable_shard")

@@ -122,8 +122,13 @@ def webdataset_row(key: str, parts: dict[str, bytes], sid: str, cfg: InputConfig
 
 
 def tar_rows(it: dict[str, Any], cfg: InputConfig) -> Iterator[dict[str, Any]]:
-    """Rows of one shard work item, at most `count` of them (-1: all)."""
+    """Rows of one shard work item, at most `count` of them (-1: all).
+
+    A key that comes back after another key is a new sample (WebDataset groups consecutive members);
+    its source id gets `~<n>` for the n-th time the key starts a sample, so source ids stay unique.
+    """
     left = it["count"]
+    seen: dict[str, int] = {}
     for key, parts in _tar_samples(it["file"]):
         if left == 0:
             return
@@ -132,4 +137,5 @@ def tar_rows(it: dict[str, Any], cfg: InputConfig) -> Iterator[dict[str, Any]]:
             yield malformed_row(f"{it['label']}#<broken>", {"tar": it["label"], "error": parts},
                                 f"tar ends early: {parts}", reason="unreadable_shard")
         else:
-            yield webdataset_row(key, parts, f"{it['label']}#{key}", cfg)
+            seen[key] = n = seen.get(key, 0) + 1
+            yield webdataset_row(key, parts, f"{it['label']}#{key}" + (f"~{n}" if n > 1 else ""), cfg)
