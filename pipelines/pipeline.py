@@ -98,10 +98,10 @@ def open_output(cfg: RunConfig, out: Path, *, resume: bool, overwrite: bool) -> 
     return Manifest.open(out, cfg.hash(), cfg.model_dump(mode="json"), resume=resume)
 
 
-def build_dataset(cfg: RunConfig, done_ids: frozenset[str]):
+def build_dataset(cfg: RunConfig, done_ids: frozenset[str] = frozenset(), done_index: str = ""):
     from pipelines.sources import read_source
 
-    ds = read_source(cfg.input, done_ids=done_ids)
+    ds = read_source(cfg.input, done_ids=done_ids, done_index=done_index)
     for ref in planned_stage_classes(cfg):
         cls = _load(ref)
         ds = ds.map_batches(cls, fn_constructor_kwargs={"cfg": cfg}, batch_format="numpy", **cls.ray_options(cfg))
@@ -131,16 +131,19 @@ class Progress:
 
 def run_dataset(cfg: RunConfig, out: Path, *, resume: bool = True, overwrite: bool = False, progress: bool = True) -> Manifest:
     """Run ingest..mix into OUT (resuming by default) and return the committed manifest."""
+    from pipelines.resume_index import DoneIndex
     from pipelines.sinks import DatasetSink
 
     out.mkdir(parents=True, exist_ok=True)
     manifest = open_output(cfg, out, resume=resume, overwrite=overwrite)
-    done = manifest.committed_ids()
+    t0 = time.time()  # start-up figures include indexing committed parts and starting Ray
+    index = DoneIndex.build(manifest)  # committed ids on disk: never a driver-side set
+    done = index.n_ids
     init_ray(cfg)
-    t0 = time.time()
     bar = Progress(progress)
-    sink = DatasetSink(out, manifest, domain=cfg.domain, rows_per_shard=cfg.rows_per_shard, seen_ids=done, on_row=bar)
-    ds = build_dataset(cfg, done)
+    sink = DatasetSink(out, manifest, domain=cfg.domain, rows_per_shard=cfg.rows_per_shard, on_row=bar,
+                       done_index=index)
+    ds = build_dataset(cfg, done_index=str(index.sources_path) if index.n_sources else "")
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
         sink.add_batch(batch)
     sink.close()
@@ -152,10 +155,11 @@ def run_dataset(cfg: RunConfig, out: Path, *, resume: bool = True, overwrite: bo
         sink.add_extra_records(
             load_general_records(cfg.mix.general_input, cfg.mix.general_fraction, n_domain, cfg.mix.seed), "general"
         )
-    manifest.data["runs"].append(
-        {"started": t0, "wall_s": round(time.time() - t0, 3), "rows": sink.totals["rows"], "resumed_from": len(done)}
-    )
+    from pipelines.timing import run_entry
+
+    manifest.data["runs"].append(run_entry(sink, t0, time.time() - t0, done))
     manifest.commit()
+    index.close()
     unbalanced = manifest.check_balanced()
     if unbalanced:
         raise AssertionError(f"stage counts do not balance for {unbalanced}: a row was lost")
