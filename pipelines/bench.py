@@ -4,6 +4,8 @@
     python pipelines/bench.py filter [options]   # judge throughput, prefix caching on vs off
     python pipelines/bench.py train  [options]   # our SFT recipe vs a plain HF Trainer: tokens/s, padding
     python pipelines/bench.py method [options]   # method check on the miniature world (docs/method-check.md)
+    python pipelines/bench.py memory driver|images [options]   # driver flat at 1M rows; MiB per 1k JPEGs
+    python pipelines/bench.py gpu    [--dry-run] # GPU: training tokens/s + MFU vs HF Trainer, transformers engine
 
 Results and the commands that produced them are recorded in docs/benchmarks.md.
 """
@@ -18,7 +20,7 @@ if __name__ == "__main__" and sys.path and Path(sys.path[0]).name == "pipelines"
     sys.path.pop(0)
 
 BENCHES = {"synth": "synth.bench", "filter": "filters.bench", "train": "posttrain.bench",
-           "method": "posttrain.method_check"}
+           "method": "posttrain.method_check", "memory": "pipelines.memory_bench", "gpu": "posttrain.gpu_bench"}
 
 
 def main(argv: list[str] | None = None) -> int:

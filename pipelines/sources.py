@@ -26,6 +26,7 @@ cannot be read at all raises `InputError` with one line (the CLI turns it into e
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -164,9 +165,14 @@ def _read_items(
 def _stamped(rows: list[dict[str, Any]], t0: float) -> dict[str, Any]:
     """A row batch with its read span and busy share (read time of the batch, spread over its rows)."""
     t1 = time.time()
+    fresh = all(r["spans"] == "{}" and r["busy"] == "{}" for r in rows)
+    span, busy = json.dumps({STAGE: [t0, t1]}), json.dumps({STAGE: (t1 - t0) / len(rows)})
     for r in rows:
-        add_span(r, STAGE, t0, t1)
-        add_busy(r, STAGE, (t1 - t0) / len(rows))
+        if fresh:  # the common case: one JSON string per batch instead of a parse and dump per row
+            r["spans"], r["busy"] = span, busy
+        else:
+            add_span(r, STAGE, t0, t1)
+            add_busy(r, STAGE, (t1 - t0) / len(rows))
     return rows_to_batch(rows)
 
 
