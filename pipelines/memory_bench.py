@@ -58,16 +58,17 @@ def _sample(pid: int) -> tuple[int, int, int]:
 def measured_run(cmd: list[str], env: dict[str, str] | None = None, interval: float = 0.25) -> dict[str, Any]:
     """Run `cmd` and sample its memory; raise with the tail of stderr if it fails."""
     t0 = time.monotonic()
-    err = tempfile.TemporaryFile()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env)
-    peak = [0, 0, 0]
-    while proc.poll() is None:
-        peak = [max(a, b) for a, b in zip(peak, _sample(proc.pid))]
-        time.sleep(interval)
-    if proc.returncode != 0:
-        err.seek(0)
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {err.read().decode(errors='replace')[-3000:]}")
-    mib = lambda b: round(b / 2**20, 1)  # noqa: E731
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env)
+        peak = [0, 0, 0]
+        while proc.poll() is None:
+            peak = [max(a, b) for a, b in zip(peak, _sample(proc.pid))]
+            time.sleep(interval)
+        if proc.returncode != 0:
+            err.seek(0)
+            tail = err.read().decode(errors="replace")[-3000:]
+            raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {tail}")
+    mib = lambda b: round(b / 2**20, 1)
     return {"driver_uss_mib": mib(peak[0]), "driver_pss_mib": mib(peak[1]), "workers_pss_mib": mib(peak[2]),
             "wall_s": round(time.monotonic() - t0, 1)}
 

@@ -40,7 +40,9 @@ from pipelines.readers.arrow_reader import (
 from pipelines.readers.common import (
     ROWS_PER_BATCH, STAGE, TAR_SUFFIXES, InputError, Malformed, image_root, is_hf_dir, list_files,
 )
-from pipelines.readers.json_reader import check_json, json_files, json_item_rows, json_rows, parse_json_record, plan_json
+from pipelines.readers.json_reader import (
+    check_json, json_files, json_item_rows, json_rows, parse_json_record, plan_json,
+)
 from pipelines.readers.webdataset_reader import IMAGE_EXTS, check_tars, plan_tars, tar_rows, webdataset_row
 from pipelines.rows import add_busy, add_span, empty_row, rows_to_batch
 

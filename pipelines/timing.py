@@ -40,7 +40,7 @@ def run_figures(run: dict[str, Any]) -> dict[str, Any]:
     """Derived figures of a `runs` entry: rows/s, tokens/s in and out, per-stage busy fraction."""
     wall = run.get("wall_s") or 0.0
     tok = run.get("tokens") or {}
-    per = lambda n: round(n / wall, 2) if wall > 0 else None  # noqa: E731
+    per = lambda n: round(n / wall, 2) if wall > 0 else None
     stages = [
         {"stage": name, **s, "busy_frac": round(s["busy_s"] / s["wall_s"], 3) if s.get("wall_s") else None}
         for name, s in sorted((run.get("stages") or {}).items(), key=lambda kv: kv[1].get("start_s") or 0.0)

@@ -51,7 +51,11 @@ PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0}
 
 def build_model_folder(out: Path, size: str) -> Path:
     """Config + processor (offline BPE tokenizer of the tiny models) in `out`; weights are made at load time."""
-    from transformers import Idefics3Config, Idefics3ImageProcessorPil, Idefics3Processor
+    from transformers import (
+        Idefics3Config,
+        Idefics3ImageProcessorPil,
+        Idefics3Processor,
+    )
 
     from pipelines.tiny import _asset, _token_ids, build_tokenizer
 

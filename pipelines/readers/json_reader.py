@@ -10,8 +10,8 @@ records. One work item per file is read by a Ray task; the driver only lists fil
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from pipelines.config import InputConfig
