@@ -25,6 +25,7 @@ STAGE_CLASSES: dict[str, list[str]] = {
     "mix": ["filters.compose:ComposeStage", "filters.mix:MixStage"],
 }
 DATASET_STAGES = tuple(STAGE_CLASSES)
+BLOCK_BYTES = 4 << 20  # Ray Data block size cap: what one block holds in the driver and workers; ~4k path rows
 
 
 def _load(ref: str) -> type:
@@ -86,6 +87,9 @@ def init_ray(cfg: RunConfig) -> None:
         ray.init(**kwargs)
     ctx = DataContext.get_current()
     ctx.execution_options.preserve_order = True  # deterministic dedup winner and part contents
+    # Ray merges a task's outputs into blocks of up to 128 MiB by default: a whole JSON file's rows then
+    # reach the driver as one block after the read ends (no streaming, driver memory grows with the input).
+    ctx.target_max_block_size = BLOCK_BYTES
     ctx.enable_progress_bars = False
 
 

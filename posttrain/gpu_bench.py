@@ -127,7 +127,7 @@ def run_ours(cfg, files: list[str], out: Path, warmup: int) -> dict[str, Any]:
 def run_hf(cfg, files: list[str], out: Path, warmup: int) -> dict[str, Any]:
     from dataclasses import fields
 
-    from transformers import Trainer, TrainerCallback, TrainingArguments
+    from transformers import PrinterCallback, ProgressCallback, Trainer, TrainerCallback, TrainingArguments
 
     from posttrain.bench import _Counting
 
@@ -145,14 +145,23 @@ def run_hf(cfg, files: list[str], out: Path, warmup: int) -> dict[str, Any]:
         **group,
     )
     stamps: list[tuple[float, int]] = []
+    per_batch: list[int] = []  # real tokens of each collated batch, in the order they are trained
+
+    def collate(examples):
+        batch = collator(examples)
+        per_batch.append(int(batch["attention_mask"].sum()))
+        return batch
 
     class Stamp(TrainerCallback):
-        def on_step_end(self, *a, **k):
+        def on_step_end(self, args, state, control, **kwargs):
             if r.device.type == "cuda":
                 torch.cuda.synchronize()
-            stamps.append((time.perf_counter(), collator.real))
+            # accelerate's loader collates one batch ahead: count only the batches of finished steps
+            stamps.append((time.perf_counter(), sum(per_batch[: state.global_step])))
 
-    trainer = Trainer(model=r.module, args=args, train_dataset=r.dataset, data_collator=collator, callbacks=[Stamp()])
+    trainer = Trainer(model=r.module, args=args, train_dataset=r.dataset, data_collator=collate, callbacks=[Stamp()])
+    for cb in (PrinterCallback, ProgressCallback):  # they print dicts to stdout; the bench prints one JSON line
+        trainer.remove_callback(cb)
     trainer.train()
     return {"tokens_per_s": _rate(stamps, warmup), "pad_fraction": 1 - collator.real / max(collator.slots, 1),
             "tokens": collator.real, "steps": trainer.state.global_step, "module": r.module}

@@ -41,8 +41,13 @@ def pipeline_run(cfg, out: Path) -> dict[str, Any]:
     from pipelines.pipeline import build_dataset, init_ray, open_output
     from pipelines.sinks import DatasetSink
 
+    from ray.data import DataContext
+
     manifest = open_output(cfg, out, resume=False, overwrite=True)
     init_ray(cfg)
+    # Tiny sample images are ~30 KB: with the run's block cap the whole input would be one block (one ingest
+    # task, one engine call list, nothing to time in steady state); real 512-1024 px images split as this does.
+    DataContext.get_current().target_max_block_size = 64 << 10
     sink = DatasetSink(out, manifest, domain=cfg.domain, rows_per_shard=cfg.rows_per_shard)
     stamps: list[tuple[float, int, int]] = []
     by_call: dict[tuple[float, float], list[str]] = {}  # the engine's batch lists: rows sharing a synth span
