@@ -79,9 +79,12 @@ def _cli(src: Path, out: Path, fmt: str, extra: list[str]) -> list[str]:
 
 
 def _run_figures(out: Path) -> dict[str, Any]:
-    from pipelines.timing import run_figures
+    """Per-stage figures of the run in `out` (also printed as a table on stderr)."""
+    from pipelines.timing import format_table, run_figures
 
-    return run_figures(json.loads((out / "manifest.json").read_text())["runs"][-1])
+    fig = run_figures(json.loads((out / "manifest.json").read_text())["runs"][-1])
+    print(format_table(fig), file=sys.stderr)
+    return fig
 
 
 # -- driver at 1M rows -------------------------------------------------------------------------------

@@ -55,10 +55,10 @@ def run_figures(run: dict[str, Any]) -> dict[str, Any]:
 
 def format_table(fig: dict[str, Any]) -> str:
     """A plain-text table of `run_figures` output (what the benchmark prints)."""
-    lines = [f"run: {fig['rows']} rows in {fig['wall_s']} s (resumed from {fig['resumed_from']} ids), "
-             f"start-up {fig['startup_s']} s, first row {fig['first_row_s']} s, "
-             f"tokens/s in {fig['tokens_in_per_s']} out {fig['tokens_out_per_s']}",
-             f"{'stage':<10}{'start s':>10}{'wall s':>10}{'busy s':>10}{'busy/wall':>11}"]
+    head = (f"run: {fig['rows']} rows in {fig['wall_s']} s (resumed from {fig['resumed_from']} ids), "
+            f"start-up {fig['startup_s']} s, first row {fig['first_row_s']} s, "
+            f"tokens/s in {fig['tokens_in_per_s']} out {fig['tokens_out_per_s']}")
+    lines = [head, f"{'stage':<10}{'start s':>10}{'wall s':>10}{'busy s':>10}{'busy/wall':>11}"]
     for s in fig["stages"]:
         lines.append(f"{s['stage']:<10}{s['start_s']:>10.2f}{s['wall_s']:>10.2f}{s['busy_s']:>10.2f}"
                      f"{(s['busy_frac'] if s['busy_frac'] is not None else float('nan')):>11.2f}")
