@@ -4,6 +4,8 @@
     vlm-adapt-bench filter [options]   # judge throughput, prefix caching on vs off
     vlm-adapt-bench train  [options]   # our SFT recipe vs a plain HF Trainer: tokens/s, padding
     vlm-adapt-bench method [options]   # method check on the miniature world (docs/method-check.md)
+    vlm-adapt-bench memory driver|images [options]   # driver flat at 1M rows; MiB per 1k JPEGs
+    vlm-adapt-bench gpu    [--dry-run]  # GPU: training tokens/s + MFU vs HF Trainer, transformers engine
 
 (`python -m pipelines.bench ...` and `python pipelines/bench.py ...` in an installed checkout are the same.)
 Results and the commands that produced them are recorded in docs/benchmarks.md.
@@ -39,8 +41,21 @@ def _method(argv: list[str]) -> int:
     return main(argv)
 
 
+def _memory(argv: list[str]) -> int:
+    from pipelines.benches.memory import main
+
+    return main(argv)
+
+
+def _gpu(argv: list[str]) -> int:
+    from pipelines.benches.gpu import main
+
+    return main(argv)
+
+
 # imported lazily: each bench pulls in its own heavy stack (vLLM, Ray, torch)
-BENCHES: dict[str, Callable[[list[str]], int]] = {"synth": _synth, "filter": _filter, "train": _train, "method": _method}
+BENCHES: dict[str, Callable[[list[str]], int]] = {"synth": _synth, "filter": _filter, "train": _train, "method": _method,
+                                                   "memory": _memory, "gpu": _gpu}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 # Stage names of --stages that build the dataset, in pipeline order. Ingest always runs: it is the safety
 # gate that decodes and checks every image.
 DATASET_STAGES = ("ingest", "synth", "judge", "mix")
+BLOCK_BYTES = 4 << 20  # Ray Data block size cap: what one block holds in the driver and workers; ~4k path rows
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,9 @@ def init_ray(cfg: RunConfig) -> None:
         ray.init(**kwargs)
     ctx = DataContext.get_current()
     ctx.execution_options.preserve_order = True  # deterministic dedup winner and part contents
+    # Ray merges a task's outputs into blocks of up to 128 MiB by default: a whole JSON file's rows then
+    # reach the driver as one block after the read ends (no streaming, driver memory grows with the input).
+    ctx.target_max_block_size = BLOCK_BYTES
     ctx.enable_progress_bars = False  # the driver draws its own (Progress below)
     # Ray Data's INFO lines (execution plan, log folder) and its warning that the bars above are off.
     logging.getLogger("ray.data").setLevel(logging.WARNING)
@@ -129,10 +133,10 @@ def open_output(cfg: RunConfig, out: Path, *, resume: bool, overwrite: bool) -> 
     return Manifest.open(out, cfg.hash(), cfg.model_dump(mode="json"), resume=resume)
 
 
-def build_dataset(cfg: RunConfig, done_ids: frozenset[str]):
+def build_dataset(cfg: RunConfig, done_ids: frozenset[str] = frozenset(), done_index: str = ""):
     from pipelines.sources import read_source
 
-    ds = read_source(cfg.input, done_ids=done_ids)
+    ds = read_source(cfg.input, done_ids=done_ids, done_index=done_index)
     for call in stage_calls(cfg):
         ds = ds.map_batches(call.cls, fn_constructor_kwargs=call.kwargs, batch_format="numpy", **call.options)
     return ds
@@ -192,17 +196,19 @@ class Progress:
 
 def run_dataset(cfg: RunConfig, out: Path, *, resume: bool = True, overwrite: bool = False, progress: bool = True) -> Manifest:
     """Run ingest..mix into OUT (resuming by default) and return the committed manifest."""
+    from pipelines.resume_index import DoneIndex
     from pipelines.sinks import DatasetSink
 
     out.mkdir(parents=True, exist_ok=True)
     manifest = open_output(cfg, out, resume=resume, overwrite=overwrite)
-    done = manifest.committed_ids()
+    t0 = time.time()  # start-up figures include indexing committed parts and starting Ray
+    index = DoneIndex.build(manifest)  # committed ids on disk: never a driver-side set
+    done = index.n_ids
     init_ray(cfg)
-    t0 = time.time()
     bar = Progress(progress)
-    sink = DatasetSink(out, manifest, domain=cfg.domain, rows_per_shard=cfg.rows_per_shard, seen_ids=done, on_row=bar,
-                       stats=FilterStats)
-    ds = build_dataset(cfg, done)
+    sink = DatasetSink(out, manifest, domain=cfg.domain, rows_per_shard=cfg.rows_per_shard, on_row=bar,
+                       done_index=index, stats=FilterStats)
+    ds = build_dataset(cfg, done_index=str(index.sources_path) if index.n_sources else "")
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
         sink.add_batch(batch)
     sink.close()
@@ -214,10 +220,11 @@ def run_dataset(cfg: RunConfig, out: Path, *, resume: bool = True, overwrite: bo
         sink.add_extra_records(
             load_general_records(cfg.mix.general_input, cfg.mix.general_fraction, n_domain, cfg.mix.seed), "general"
         )
-    manifest.data["runs"].append(
-        {"started": t0, "wall_s": round(time.time() - t0, 3), "rows": sink.totals["rows"], "resumed_from": len(done)}
-    )
+    from pipelines.timing import run_entry
+
+    manifest.data["runs"].append(run_entry(sink, t0, time.time() - t0, done))
     manifest.commit()
+    index.close()
     unbalanced = manifest.check_balanced()
     if unbalanced:
         raise AssertionError(f"stage counts do not balance for {unbalanced}: a row was lost")

@@ -22,6 +22,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from pipelines.manifest import MANIFEST, STAGE_ORDER, atomic_write_bytes
+from pipelines.timing import run_figures
 
 log = logging.getLogger(__name__)
 
@@ -374,6 +375,7 @@ def build_context(out: Path) -> dict[str, Any]:
             for s, c in stages
         ],
         "tokens": manifest.get("tokens", {}),
+        "timing": run_figures(manifest["runs"][-1]) if manifest.get("runs") and "stages" in manifest["runs"][-1] else None,
         "has_filter_stats": bool(fs),
         "filter_rows": fs.get("rows"),
         "task_reject_reasons": sorted(fs.get("task_reject_reasons", {}).items()),

@@ -8,6 +8,7 @@ commits them, with the stage counts of exactly those rows, in the manifest.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -21,6 +22,7 @@ from pipelines.core.contract import DATASET_SCHEMA, REJECT_SCHEMA, caption_recor
 from pipelines.core.faults import fault_point
 from pipelines.manifest import Manifest, atomic_write_bytes
 from pipelines.core.rows import batch_to_rows, reject, reject_records
+from pipelines.resume_index import DoneIndex
 
 
 
@@ -69,6 +71,7 @@ class DatasetSink:
         record_fn: Callable[[Mapping[str, Any]], dict[str, Any]] = caption_record,
         stats: type[Stats] | None = None,
         on_row: Callable[[dict[str, Any]], None] | None = None,
+        done_index: DoneIndex | None = None,
     ):
         self.out = out
         self.manifest = manifest
@@ -77,11 +80,19 @@ class DatasetSink:
         self.record_fn = record_fn
         self.stats_cls = stats or NoStats
         self.on_row = on_row
-        self.seen: set[str] = set(seen_ids)
+        # Ids written so far live on disk (bounded memory at millions of rows), not in a Python set.
+        self.own_index = done_index is None
+        self.seen = done_index if done_index is not None else DoneIndex(out)
+        self.seen.add_ids(seen_ids)
         self.run_tag = uuid.uuid4().hex[:8]
         self.seq = len(manifest.data["parts"]["data"]) + len(manifest.data["parts"]["rejects"])
         self._reset_pending()
         self.totals = Counter()
+        # This run's timing (pipelines/timing.py turns it into per-stage figures): busy seconds and
+        # [first start, last end] per stage, and when the first row reached the sink.
+        self.run_busy: Counter = Counter()
+        self.spans: dict[str, list[float]] = {}
+        self.first_row_at: float | None = None
 
     def _reset_pending(self) -> None:
         self.pending_records: dict[str, list[dict[str, Any]]] = {}
@@ -102,20 +113,27 @@ class DatasetSink:
 
     def add_row(self, row: dict[str, Any]) -> None:
         if not row.get("reject_stage"):
-            dup = row["id"] in self.seen
+            dup = not self.seen.add_id(row["id"])
             if dup:
                 reject(row, "dedup", "duplicate_id", f"id {row['id']} already written from an earlier row")
             self._count("dedup", 1, 0 if dup else 1, 1 if dup else 0)
-            self.seen.add(row["id"])
         for stage, c in json.loads(row.get("counts") or "{}").items():
             self._count(stage, c["in"], c["out"], c["rejected"])
         for stage, seconds in json.loads(row.get("busy") or "{}").items():
             self.pending_counts.setdefault(stage, Counter())["busy_s"] += seconds
+            self.run_busy[stage] += seconds
+        for stage, (start, end) in json.loads(row.get("spans") or "{}").items():
+            lo, hi = self.spans.get(stage, (start, end))
+            self.spans[stage] = [min(lo, start), max(hi, end)]
+        if self.first_row_at is None:
+            self.first_row_at = time.time()
         for rec in reject_records(row):
             self.pending_rejects.append(rec)
             self.pending_reasons[(rec["stage"], rec["reason"])] += 1
         self.pending_tokens["prompt"] += int(row.get("n_prompt_tokens") or 0)
         self.pending_tokens["output"] += int(row.get("n_output_tokens") or 0)
+        self.totals["tokens_prompt"] += int(row.get("n_prompt_tokens") or 0)
+        self.totals["tokens_output"] += int(row.get("n_output_tokens") or 0)
         if not row.get("reject_stage"):
             records = json.loads(row["records"]) if row.get("records") else [self.record_fn(row)]
             for rec in records:
@@ -173,8 +191,11 @@ class DatasetSink:
         total = self.stats_cls.from_dict(self.manifest.data.get("filter_stats")).merge(self.pending_stats)
         self.manifest.data["filter_stats"] = total.as_dict()
         self.manifest.commit(new)
+        self.seen.sync()
         self._reset_pending()
         fault_point("sink.after_commit")
 
     def close(self) -> None:
         self.flush()
+        if self.own_index:
+            self.seen.close()

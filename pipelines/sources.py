@@ -4,13 +4,14 @@ Formats (`input.format`, or inferred from the path when "auto"), one reader modu
 `pipelines/readers/`:
 
 - `json`: AdaMLLM/ShareGPT records (a JSON list, or JSONL) and an image folder. A folder input reads its
-  `*.json` files (else its `*.jsonl` files) in sorted order. Loaded on the driver: paths and captions only.
+  `*.json` files (else its `*.jsonl` files) in sorted order. One work item per file, decoded a record at a
+  time by a Ray task (never parsed whole on the driver): paths and captions only.
 - `parquet`: a file or a folder of `*.parquet` files; the image column holds an HF Image struct
   `{bytes, path}`, raw bytes, or a path.
 - `hf`: a `datasets` dataset saved with `save_to_disk` (or, with `format: hf`, a hub id).
 - `webdataset`: `.tar` shards of `<key>.jpg|png|...` plus `<key>.txt` or `<key>.json` caption.
 
-Parquet, datasets and WebDataset inputs stream: the driver only plans work items (a Parquet row group,
+Every format streams: the driver only plans work items (a Parquet row group,
 a slice of an Arrow file, a tar shard) from metadata, and Ray tasks read and normalize them. Planning
 from metadata gives every row an exact `"<file>#<index>"` and makes `input.limit` deterministic.
 
@@ -25,7 +26,9 @@ cannot be read at all raises `InputError` with one line (the CLI turns it into e
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,9 +40,11 @@ from pipelines.readers.arrow_reader import (
 from pipelines.readers.common import (
     ROWS_PER_BATCH, STAGE, TAR_SUFFIXES, InputError, Malformed, image_root, is_hf_dir, list_files,
 )
-from pipelines.readers.json_reader import check_json, json_files, json_rows, parse_json_record
+from pipelines.readers.json_reader import (
+    check_json, json_files, json_item_rows, json_rows, parse_json_record, plan_json,
+)
 from pipelines.readers.webdataset_reader import IMAGE_EXTS, check_tars, plan_tars, tar_rows, webdataset_row
-from pipelines.core.rows import empty_row, rows_to_batch
+from pipelines.core.rows import add_busy, add_span, empty_row, rows_to_batch
 
 __all__ = [
     "IMAGE_EXTS", "ROWS_PER_BATCH", "STAGE", "TAR_SUFFIXES", "InputError", "Malformed", "arrow_rows", "check_input",
@@ -108,7 +113,9 @@ def _plan(cfg: InputConfig, fmt: str) -> list[dict[str, Any]]:
     Counts honour input.limit in input order, so a limited read is the same prefix on every run.
     """
     p = Path(cfg.path or "")
-    if fmt == "parquet":
+    if fmt == "json":
+        items = plan_json(p, cfg.limit)
+    elif fmt == "parquet":
         items = plan_parquet(p)
     elif fmt == "hf":
         items = plan_hf(cfg)
@@ -127,43 +134,71 @@ def _plan(cfg: InputConfig, fmt: str) -> list[dict[str, Any]]:
 
 
 def _read_items(
-    batch: dict[str, Any], *, cfg: InputConfig, fmt: str, root: str, done_ids: frozenset[str]
+    batch: dict[str, Any], *, cfg: InputConfig, fmt: str, root: str, done_ids: frozenset[str], done_index: str = ""
 ) -> Iterator[dict]:
-    """Ray UDF: work items -> normalized row batches (a generator, so one item streams in pieces)."""
+    """Ray UDF: work items -> normalized row batches (a generator, so one item streams in pieces).
+
+    Rows already committed are skipped by their source id, looked up for this item only in the resume
+    index at `done_index` (see `pipelines.resume_index`); `done_ids` is a small explicit id set (tests).
+    """
+    from pipelines.resume_index import done_sources
+
     for i in range(len(batch["file"])):
         it = {k: (v[i].item() if hasattr(v[i], "item") else v[i]) for k, v in batch.items()}
-        rows_iter = tar_rows(it, cfg) if fmt == "webdataset" else table_rows(it, cfg, fmt, root)
+        if fmt == "webdataset":
+            rows_iter = tar_rows(it, cfg)
+        elif fmt == "json":
+            rows_iter = json_item_rows(it, cfg, root)
+        else:
+            rows_iter = table_rows(it, cfg, fmt, root)
+        skip = done_sources(done_index, it["label"])
         buf: list[dict[str, Any]] = []
+        t0 = time.time()
         for row in rows_iter:
-            if row["id"] not in done_ids:
+            if row["id"] not in done_ids and row["source_id"] not in skip:
                 buf.append(row)
             if len(buf) >= ROWS_PER_BATCH:
-                yield rows_to_batch(buf)
-                buf = []
+                yield _stamped(buf, t0)
+                buf, t0 = [], time.time()
         if buf:
-            yield rows_to_batch(buf)
+            yield _stamped(buf, t0)
 
 
-def read_source(cfg: InputConfig, done_ids: frozenset[str] = frozenset()):
-    """Ray Dataset of rows for the input (every BASE_COLUMNS column, plus `image_root`); done ids skipped."""
+def _stamped(rows: list[dict[str, Any]], t0: float) -> dict[str, Any]:
+    """A row batch with its read span and busy share (read time of the batch, spread over its rows)."""
+    t1 = time.time()
+    fresh = all(r["spans"] == "{}" and r["busy"] == "{}" for r in rows)
+    span, busy = json.dumps({STAGE: [t0, t1]}), json.dumps({STAGE: (t1 - t0) / len(rows)})
+    for r in rows:
+        if fresh:  # the common case: one JSON string per batch instead of a parse and dump per row
+            r["spans"], r["busy"] = span, busy
+        else:
+            add_span(r, STAGE, t0, t1)
+            add_busy(r, STAGE, (t1 - t0) / len(rows))
+    return rows_to_batch(rows)
+
+
+def read_source(cfg: InputConfig, done_ids: frozenset[str] = frozenset(), done_index: str = ""):
+    """Ray Dataset of rows for the input (every BASE_COLUMNS column, plus `image_root`).
+
+    Skipped: rows whose id is in `done_ids` (a small explicit set, shipped to every task) and rows whose
+    source id is in the resume index file `done_index` (what runs use: each task loads its own item's part).
+    """
     import ray.data
 
     p = _check_path(cfg)
     fmt = detect_format(cfg)
     root = image_root(cfg)
-    if fmt == "json":
-        rows = json_rows(cfg, done_ids)
-        log.info("read %d rows from JSON input %s", len(rows), p)
-        if not rows:
-            return _empty()
-        return ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // ROWS_PER_BATCH, 64)))
     items = _plan(cfg, fmt)
     log.info("reading %s input %s as %d work items", fmt, p, len(items))
     if not items:
         return _empty()
     return ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-        _read_items, batch_size=1, batch_format="numpy", num_cpus=0.25,  # light I/O; never starve engine actors
-        fn_kwargs={"cfg": cfg, "fmt": fmt, "root": root, "done_ids": frozenset(done_ids)},
+        # Light I/O: never starve engine actors. 0.2, not ingest's 0.25, on purpose: equal resources let Ray
+        # fuse the read into the ingest actors, and one big file (one work item) would then be ingested by
+        # a single actor.
+        _read_items, batch_size=1, batch_format="numpy", num_cpus=0.2,
+        fn_kwargs={"cfg": cfg, "fmt": fmt, "root": root, "done_ids": frozenset(done_ids), "done_index": done_index},
     )
 
 

@@ -32,6 +32,7 @@ BASE_COLUMNS: dict[str, Any] = {
     "reject_detail": "",  # human-readable detail
     "counts": "{}",  # JSON {stage: {"in": n, "out": n, "rejected": n}}
     "busy": "{}",  # JSON {stage: seconds}: this row's share of each stage's processing time
+    "spans": "{}",  # JSON {stage: [start, end]}: epoch seconds of the batch that processed this row (wall per stage)
     "tasks": "[]",  # JSON list of synthetic task dicts (see TASK_KEYS)
     "task_rejects": "[]",  # JSON list of rejected synthetic text (see REJECT_COLUMNS)
 }
@@ -127,6 +128,13 @@ def add_busy(row: dict[str, Any], stage: str, seconds: float) -> None:
     busy = json.loads(row.get("busy") or "{}")
     busy[stage] = busy.get(stage, 0.0) + seconds
     row["busy"] = json.dumps(busy, sort_keys=True)
+
+
+def add_span(row: dict[str, Any], stage: str, start: float, end: float) -> None:
+    """Record when the batch holding this row was processed by `stage` (the sink keeps min start, max end)."""
+    spans = json.loads(row.get("spans") or "{}")
+    spans[stage] = [start, end]
+    row["spans"] = json.dumps(spans, sort_keys=True)
 
 
 def count_row_stage(row: dict[str, Any], stage: str) -> None:

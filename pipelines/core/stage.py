@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from pipelines.core.faults import fault_point
-from pipelines.core.rows import add_busy, batch_to_rows, count_row_stage, is_active, rows_to_batch
+from pipelines.core.rows import add_busy, add_span, batch_to_rows, count_row_stage, is_active, rows_to_batch
 
 
 class MissingColumnsError(KeyError):
@@ -46,13 +46,15 @@ class Stage(ABC):
         active = [r for r in rows if is_active(r)]
         if not active:
             return rows_to_batch(rows)
-        t0 = time.perf_counter()
+        t0, wall0 = time.perf_counter(), time.time()
         self.process(active)
         share = (time.perf_counter() - t0) / len(active)
+        wall1 = time.time()
         for r in active:
             if self.row_level:
                 count_row_stage(r, self.name)
             add_busy(r, self.name, share)
+            add_span(r, self.name, wall0, wall1)
         return rows_to_batch(rows)
 
     @abstractmethod

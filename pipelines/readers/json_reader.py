@@ -1,11 +1,16 @@
-"""AdaMLLM/ShareGPT JSON and JSONL records -> read rows, loaded on the driver (paths and captions only).
+"""AdaMLLM/ShareGPT JSON and JSONL records -> read rows, streamed record by record (paths and captions only).
 
 A folder input reads its `*.json` files (else its `*.jsonl` files) in sorted order, not recursively.
+A JSON list is never parsed whole: `iter_json_records` decodes one element at a time from a bounded
+buffer with the stdlib decoder (same semantics as `json.loads`), so memory stays flat at millions of
+records. One work item per file is read by a Ray task; the driver only lists files (and, with
+`input.limit`, counts records up to the limit).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +18,8 @@ from pipelines.config import InputConfig
 from pipelines.readers.common import InputError, Malformed, image_root, list_files, make_row, malformed_row, source_label
 
 PROBE_RECORDS = 100  # check_json looks at this many records for one well-formed one
+CHUNK_CHARS = 1 << 20  # characters read per refill of the streaming decoder
+MAX_RECORD_CHARS = 64 << 20  # one record larger than this is a broken file, not a record
 _USER_ROLES, _ASSISTANT_ROLES = {"user", "human"}, {"assistant", "gpt"}
 
 
@@ -30,10 +37,16 @@ def check_json(p: Path) -> None:
         raise InputError(f"no .json or .jsonl files in folder {p}")
     probe: list[tuple[str, Any]] = []
     for f in files:
-        records = _load_json_file(f)
-        if not records:
+        n = 0
+        # Every file must open as a list with a first record; only the first PROBE_RECORDS are decoded.
+        for rec in iter_json_records(f):
+            if n >= max(1, PROBE_RECORDS - len(probe)):
+                break
+            probe.append((f"{f.name}#{n}", rec))
+            n += 1
+        if not n:
             raise InputError(f"{f} holds no records (empty list)")
-        probe += [(f"{f.name}#{i}", r) for i, r in enumerate(records[: PROBE_RECORDS - len(probe)])]
+    probe = probe[:PROBE_RECORDS]
     errors = []
     for sid, rec in probe:
         try:
@@ -46,28 +59,102 @@ def check_json(p: Path) -> None:
     )
 
 
-def _load_json_file(f: Path) -> list[Any]:
-    """Records of a JSON list file, or of a JSONL file (an undecodable line stays as `_BadLine`)."""
+def iter_json_records(f: Path) -> Iterator[Any]:
+    """Records of a JSON list file, or of a JSONL file (an undecodable line stays as `_BadLine`), one at a time.
+
+    Raises InputError (one line) for a file that is not a JSON list or breaks off; records before the
+    break have been yielded by then.
+    """
     try:
-        text = f.read_text(encoding="utf-8")
+        with open(f, encoding="utf-8") as fh:
+            if f.name.lower().endswith(".jsonl"):
+                # Records are `str.splitlines` lines (as for a whole-file read), taken a physical line at a time.
+                for physical in fh:
+                    for line in physical.splitlines():
+                        if line.strip():
+                            try:
+                                yield json.loads(line)
+                            except ValueError as e:
+                                yield _BadLine(line, str(e))
+                return
+            yield from _iter_json_list(f, fh)
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"cannot read {f}: {e}") from None
-    if f.name.lower().endswith(".jsonl"):
-        out: list[Any] = []
-        for line in text.splitlines():
-            if line.strip():
-                try:
-                    out.append(json.loads(line))
-                except ValueError as e:
-                    out.append(_BadLine(line, str(e)))
-        return out
+
+
+def _iter_json_list(f: Path, fh) -> Iterator[Any]:
+    """Elements of the JSON list in `fh`, decoded one by one with `json.JSONDecoder.raw_decode`."""
+    dec = json.JSONDecoder()
+    buf, pos, base, eof = "", 0, 0, False  # base: characters dropped from the front of buf
+
+    def more() -> bool:
+        nonlocal buf, pos, base, eof
+        if eof:
+            return False
+        chunk = fh.read(CHUNK_CHARS)
+        eof = not chunk
+        buf, base, pos = buf[pos:] + chunk, base + pos, 0
+        return not eof
+
+    def skip_ws() -> str:
+        nonlocal pos
+        while True:
+            while pos < len(buf) and buf[pos] in " \t\n\r":
+                pos += 1
+            if pos < len(buf) or not more():
+                return buf[pos] if pos < len(buf) else ""
+
+    def bad(msg: str) -> InputError:
+        return InputError(f"{f} is not valid JSON: {msg} (char {base + pos})")
+
+    def value() -> Any:
+        nonlocal pos
+        while True:
+            try:
+                obj, end = dec.raw_decode(buf, pos)
+                if end < len(buf) or eof:  # a value ending at the buffer's end may go on (a number)
+                    pos = end
+                    return obj
+            except json.JSONDecodeError as e:
+                if eof or len(buf) - pos > MAX_RECORD_CHARS:
+                    raise bad(e.msg) from None
+            more()
+
+    first = skip_ws()
+    if first != "[":
+        if not first:
+            raise bad("empty file")
+        obj = value()  # not a list: say what it is if it decodes at all
+        raise InputError(f"{f} must hold a JSON list of records, got {type(obj).__name__}")
+    pos += 1
+    if skip_ws() == "]":
+        pos += 1
+    else:
+        while True:
+            yield value()
+            c = skip_ws()
+            if c == "]":
+                pos += 1
+                break
+            if c != ",":
+                raise bad("expected ',' or ']' after a record")
+            pos += 1
+            skip_ws()
+    if skip_ws():
+        raise bad("extra data after the list")
+
+
+def count_json_records(f: Path, upto: int) -> int:
+    """Records in f, counting at most `upto`; a file that breaks off counts its break as one (reject) row."""
+    n = 0
     try:
-        data = json.loads(text)
-    except ValueError as e:
-        raise InputError(f"{f} is not valid JSON: {e}") from None
-    if not isinstance(data, list):
-        raise InputError(f"{f} must hold a JSON list of records, got {type(data).__name__}")
-    return data
+        for _ in iter_json_records(f):
+            if n >= upto:
+                break
+            n += 1
+    except InputError:
+        n = min(n + 1, upto)
+    return n
 
 
 class _BadLine:
@@ -126,27 +213,46 @@ def _is_utf8(text: str) -> bool:
     return True
 
 
-def json_rows(cfg: InputConfig, done_ids: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
-    """Rows of a JSON/JSONL input (driver side): every record once, malformed ones rejected."""
-    p = Path(cfg.path or "")
+def plan_json(p: Path, limit: int | None) -> list[dict[str, Any]]:
+    """One work item per file; with a limit, counts come from streaming each file up to what is left."""
     files = json_files(p)
     if not files:
         raise InputError(f"no .json or .jsonl files in folder {p}")
-    root = image_root(cfg)
-    rows: list[dict[str, Any]] = []
-    n = 0
+    items, left = [], limit
     for f in files:
-        for i, rec in enumerate(_load_json_file(f)):
-            if cfg.limit is not None and n >= cfg.limit:
-                return rows
-            n += 1
-            sid = f"{source_label(f, p)}#{i}"
-            try:
-                path, user, caption, own_id = parse_json_record(rec)
-                row = make_row(source_id=sid, own_id=own_id, image_path=path, caption=caption, user_prompt=user,
-                               root=root)
-            except Malformed as e:
-                row = malformed_row(sid, rec.line if isinstance(rec, _BadLine) else rec, str(e))
-            if row["id"] not in done_ids:
-                rows.append(row)
-    return rows
+        count = -1
+        if left is not None:
+            count = count_json_records(f, left) if left > 0 else 0
+            left -= count
+        items.append({"file": str(f), "label": source_label(f, p), "part": 0, "start": 0, "count": count})
+    return items
+
+
+def json_item_rows(it: dict[str, Any], cfg: InputConfig, root: str) -> Iterator[dict[str, Any]]:
+    """Rows of one JSON/JSONL file work item, at most `count` (-1: all); a break-off is one reject row."""
+    left = it["count"]
+    records = iter_json_records(Path(it["file"]))
+    i = 0
+    while left != 0:
+        try:
+            rec = next(records)
+        except StopIteration:
+            return
+        except InputError as e:
+            yield malformed_row(f"{it['label']}#<broken>", {"file": it["label"], "error": str(e)},
+                                f"JSON file ends early: {e}", reason="unreadable_shard")
+            return
+        sid = f"{it['label']}#{i}"
+        try:
+            path, user, caption, own_id = parse_json_record(rec)
+            yield make_row(source_id=sid, own_id=own_id, image_path=path, caption=caption, user_prompt=user, root=root)
+        except Malformed as e:
+            yield malformed_row(sid, rec.line if isinstance(rec, _BadLine) else rec, str(e))
+        i, left = i + 1, left - 1
+
+
+def json_rows(cfg: InputConfig, done_ids: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+    """All rows of a JSON/JSONL input as a list (tests and small inputs; runs stream `json_item_rows`)."""
+    root = image_root(cfg)
+    return [row for it in plan_json(Path(cfg.path or ""), cfg.limit) for row in json_item_rows(it, cfg, root)
+            if row["id"] not in done_ids]
