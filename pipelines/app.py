@@ -30,6 +30,7 @@ def run_all(cfg: RunConfig, out: Path, args: argparse.Namespace) -> int:
             )
             write_card(out, manifest.data)
             write_report(out)
+            _stop_ray()  # the engine actors end now, not while training runs (one Ray per job; Ray Train starts its own)
         if "train" in cfg.stages:
             from posttrain.train import train
 

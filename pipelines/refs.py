@@ -38,21 +38,35 @@ def resolve_tsm(ref: str | None) -> str | None:
     return None if ref is None else resolve_model(ref)
 
 
-def resolve_eval_data(ref: str | None, dest: Path, *, n: int, tasks: list[str]) -> str | None:
-    """`tiny://<domain>` builds the tiny eval set (SLAKE-like, PMC-VQA-like) from the sample domain into
-    DEST; a folder or None passes through."""
+def resolve_eval_data(ref: str | None, *, n: int, tasks: list[str]) -> str | None:
+    """`tiny://<domain>` builds the tiny eval set (SLAKE-like, PMC-VQA-like) from the sample domain, once, under
+    the cache (never inside an output folder, which `--overwrite` clears); a folder or None passes through."""
     if not ref or not ref.startswith(TINY):
         return ref
+    import shutil
+    import tempfile
+
+    from pipelines.core.cache import cache_root, file_lock
     from pipelines.fixtures.tiny_eval import build_tiny_eval
 
-    built = build_tiny_eval(dest, n=n, seed=0, domain=ref[len(TINY):])
-    missing = [t for t in tasks if t not in built]
+    domain = ref[len(TINY):]
+    dest = cache_root() / "eval" / f"tiny-{domain}-n{n}"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(dest.parent / f".{dest.name}.lock"):
+        if not (dest / ".complete").is_file():
+            tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{dest.name}-", dir=dest.parent))
+            build_tiny_eval(tmp, n=n, seed=0, domain=domain)
+            (tmp / ".complete").touch()
+            shutil.rmtree(dest, ignore_errors=True)
+            tmp.rename(dest)
+    missing = [t for t in tasks if not (dest / t).exists()]
     if missing:
-        raise ValueError(f"the tiny eval set has tasks {sorted(built)}, not {missing}")
+        raise ValueError(f"the tiny eval set has tasks {sorted(p.name for p in dest.iterdir() if p.is_dir())}, "
+                         f"not {missing}")
     return str(dest)
 
 
-def resolve_run(cfg: RunConfig, out: Path) -> RunConfig:
+def resolve_run(cfg: RunConfig) -> RunConfig:
     """A copy of CFG whose model and eval-data references are local paths (built on first use), for the
     stages it runs; the copy keeps the original references for its hash, so resume does not depend on where
     the cache lives."""
@@ -66,6 +80,5 @@ def resolve_run(cfg: RunConfig, out: Path) -> RunConfig:
     if "train" in cfg.stages and cfg.train.vitask.tsm:
         fields["train.vitask.tsm"] = resolve_tsm(cfg.train.vitask.tsm)
     if "eval" in cfg.stages and cfg.eval.data_dir:
-        fields["eval.data_dir"] = resolve_eval_data(cfg.eval.data_dir, out / "eval" / "data",
-                                                    n=cfg.eval.limit or 8, tasks=cfg.eval.tasks)
+        fields["eval.data_dir"] = resolve_eval_data(cfg.eval.data_dir, n=cfg.eval.limit or 8, tasks=cfg.eval.tasks)
     return cfg.with_resolved(fields)

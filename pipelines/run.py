@@ -11,6 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+EMBEDDED_PROFILES = ("demo", "tiny")  # profiles that run on the embedded sample data when --input is not given
+
 EPILOG = """\
 overrides:
   Any config field as dotted key=value after the options, e.g.
@@ -18,7 +20,7 @@ overrides:
   Values are parsed as YAML. Unknown keys and bad values fail with exit code 2.
 
 examples:
-  make demo                                   # = run.py --domain biomed --profile tiny --out out/demo
+  make demo                                   # = vlm-adapt --domain biomed --profile demo --out out/demo
   run.py --domain biomed --input data/image_caption_pairs.json --image-root data/images --out out/biomed
   run.py --domain food --input shards/ --stages ingest,synth,judge,mix --push-to-hub my-org/food-tasks
 """
@@ -41,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Profile overlay, e.g. 'tiny': offline tiny models and the embedded sample data.")
     p.add_argument("--input", default=None,
                    help="Input: JSON file, folder, Parquet, WebDataset tar(s), or datasets dir/hub id. "
-                   "Default with --profile tiny: the embedded sample data.")
+                   "Default with --profile demo or tiny: the embedded sample data.")
     p.add_argument("--image-root", default=None, help="Folder image paths are relative to (JSON/Parquet inputs).")
     p.add_argument("--out", default=None, help="Output folder. Default: out/<domain>.")
     p.add_argument("--stages", default=None,
@@ -72,10 +74,10 @@ def resolve(args: argparse.Namespace):
         overrides.append(f"input.image_root={args.image_root}")
     cfg = load_config(args.domain, args.profile, overrides)
     if cfg.input.path is None:
-        if args.profile != "tiny":
+        if args.profile not in EMBEDDED_PROFILES:
             from pipelines.config import ConfigError
 
-            raise ConfigError("no input: pass --input PATH (or --profile tiny for the embedded sample data)")
+            raise ConfigError("no input: pass --input PATH (or --profile demo|tiny for the embedded sample data)")
         from pipelines.fixtures.sample_data import ensure_sample
 
         cfg.input.path = str(ensure_sample(cfg.domain if cfg.domain in ("biomed", "food") else "biomed"))
@@ -120,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         # model references (tiny://, miniworld://) become local paths here, once, before any stage is built
-        return run_all(resolve_run(cfg, out), out, args)
+        return run_all(resolve_run(cfg), out, args)
     except ResumeMismatchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

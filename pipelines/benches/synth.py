@@ -35,7 +35,7 @@ def _config(src: Path, extra: list[str]):
     from pipelines.refs import resolve_run
 
     cfg = load_config("biomed", "tiny", [f"input.path={src}", "stages=[ingest, synth]", *extra])
-    return resolve_run(cfg, Path(tempfile.gettempdir()))
+    return resolve_run(cfg)
 
 
 def pipeline_run(cfg, out: Path) -> dict[str, Any]:

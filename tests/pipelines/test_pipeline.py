@@ -96,7 +96,7 @@ def test_bad_inputs_through_the_whole_chain(tmp_path, ray_local):
     cfg = load_config("biomed", "tiny", [f"input.path={json_path}", "stages=[ingest, synth, judge, mix]",
                                          "synth.engine=transformers", "judge.engine=transformers",
                                          "synth.max_tokens=16", "rows_per_shard=5"])
-    m = run_dataset(resolve_run(cfg, tmp_path / "out"), tmp_path / "out", progress=False)
+    m = run_dataset(resolve_run(cfg), tmp_path / "out", progress=False)
     st = m.data["stages"]
     n_records = len(json.loads(Path(json_path).read_text()))
     for name in ("read", "ingest", "synth", "judge", "compose", "mix", "dedup"):

@@ -24,14 +24,14 @@ def test_resolve_run_gives_paths_and_keeps_the_hash(tmp_path, monkeypatch):
 
     monkeypatch.setattr(tiny, "build_tiny", lambda name: tmp_path / f"tiny-{name}")
     cfg = load_config("biomed", "tiny", ["stages=[ingest, synth, judge, mix, train]"])
-    resolved = resolve_run(cfg, tmp_path / "out")
+    resolved = resolve_run(cfg)
     assert (resolved.synth.model, resolved.judge.model, resolved.train.model) == (
         str(tmp_path / "tiny-vlm"), str(tmp_path / "tiny-judge"), str(tmp_path / "tiny-vlm"))
     assert cfg.synth.model == "tiny://vlm"  # the original is untouched
     assert resolved.hash() == cfg.hash()  # where the cache lives is not part of a run's identity
     assert resolved.reference("synth.model") == "tiny://vlm"
     other = load_config("biomed", "tiny", ["synth.max_tokens=7"])
-    assert resolve_run(other, tmp_path / "out").hash() != resolved.hash()  # a real change still shows
+    assert resolve_run(other).hash() != resolved.hash()  # a real change still shows
 
 
 def test_resolve_run_builds_only_what_the_stages_need(tmp_path, monkeypatch):
@@ -39,7 +39,7 @@ def test_resolve_run_builds_only_what_the_stages_need(tmp_path, monkeypatch):
 
     built = []
     monkeypatch.setattr(tiny, "build_tiny", lambda name: built.append(name) or tmp_path / name)
-    resolve_run(load_config("biomed", "tiny", ["stages=[ingest, mix]"]), tmp_path)
+    resolve_run(load_config("biomed", "tiny", ["stages=[ingest, mix]"]))
     assert built == []
-    resolve_run(load_config("biomed", "tiny", ["stages=[ingest, judge]"]), tmp_path)
+    resolve_run(load_config("biomed", "tiny", ["stages=[ingest, judge]"]))
     assert built == ["judge"]

@@ -111,7 +111,7 @@ def _committed_parts_intact(out: Path) -> int:
 
 def test_full_disk_fails_clearly_and_keeps_committed_parts(tmp_path, src):
     out = tmp_path / "small"
-    _tmpfs(out, "160k")
+    _tmpfs(out, "400k")  # room for the resume index (OUT/.resume) and the first parts, not for the whole output
     try:
         proc = subprocess.run(_cli(out, src, "--stages", "ingest"), capture_output=True, text=True, timeout=300)
         assert proc.returncode == 1, proc.stderr[-2000:]

@@ -100,6 +100,8 @@ def ensure(name: str) -> Path:
     final = model_dir(name)
     if (final / "miniworld_build.json").is_file():
         return final
+    if _install_shipped(name, final):
+        return final
     dep = ensure(DEPS[name]) if name in DEPS else None
     root = final.parent
     root.mkdir(parents=True, exist_ok=True)
@@ -121,6 +123,43 @@ def ensure(name: str) -> Path:
             raise
     log.info("built miniworld %s at %s in %.0f s", name, final, time.perf_counter() - t0)
     return final
+
+
+def shipped_dir(name: str) -> Path:
+    """Where a model built by this recipe ships with the project (`python -m pipelines.experiments.miniworld.models
+    ship NAME` writes it); used only while its stamp's fingerprint equals the recipe's."""
+    return Path(__file__).resolve().parent / "shipped" / name
+
+
+def shipped_stamp(name: str) -> dict[str, Any] | None:
+    stamp = shipped_dir(name) / "miniworld_build.json"
+    return json.loads(stamp.read_text()) if stamp.is_file() else None
+
+
+def _install_shipped(name: str, final: Path) -> bool:
+    """Copy the shipped build of `name` into the cache when it matches the current recipe (no training)."""
+    stamp = shipped_stamp(name)
+    if stamp is None or stamp.get("fingerprint") != fingerprint(name):
+        return False
+    root = final.parent
+    root.mkdir(parents=True, exist_ok=True)
+    with file_lock(root / f".{final.name}.lock"):
+        if not (final / "miniworld_build.json").is_file():
+            tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=root))
+            shutil.copytree(shipped_dir(name), tmp, dirs_exist_ok=True)
+            tmp.chmod(0o755)
+            shutil.rmtree(final, ignore_errors=True)
+            os.rename(tmp, final)
+    log.info("miniworld %s: the shipped build matches its recipe (%s)", name, stamp["fingerprint"])
+    return True
+
+
+def ship(name: str) -> Path:
+    """Build `name` by its recipe (or take the cached build) and copy it into the package's `shipped/` folder."""
+    src, dest = ensure(name), shipped_dir(name)
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.copytree(src, dest)
+    return dest
 
 
 def build_info(name: str) -> dict[str, Any]:
@@ -268,3 +307,21 @@ def _build_judge(out: Path, _dep: Path | None) -> dict:
 _BUILDERS: dict[str, Callable[[Path, Path | None], dict | None]] = {
     "base": _build_base, "generalist": _build_generalist, "synthesizer": _build_synthesizer, "judge": _build_judge,
 }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m pipelines.experiments.miniworld.models {build,ship} NAME...`: build (cached) or ship models."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m pipelines.experiments.miniworld.models", description=main.__doc__)
+    ap.add_argument("command", choices=["build", "ship"])
+    ap.add_argument("names", nargs="+", choices=NAMES)
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in a.names:
+        print(f"{name}\t{ship(name) if a.command == 'ship' else ensure(name)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
