@@ -9,7 +9,6 @@ knows these schemes: they receive the plain path this module returns.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from pipelines.config import RunConfig
 
@@ -43,22 +42,12 @@ def resolve_eval_data(ref: str | None, *, n: int, tasks: list[str]) -> str | Non
     the cache (never inside an output folder, which `--overwrite` clears); a folder or None passes through."""
     if not ref or not ref.startswith(TINY):
         return ref
-    import shutil
-    import tempfile
-
-    from pipelines.core.cache import cache_root, file_lock
+    from pipelines.core.cache import build_once, cache_root
     from pipelines.fixtures.tiny_eval import build_tiny_eval
 
     domain = ref[len(TINY):]
-    dest = cache_root() / "eval" / f"tiny-{domain}-n{n}"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with file_lock(dest.parent / f".{dest.name}.lock"):
-        if not (dest / ".complete").is_file():
-            tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{dest.name}-", dir=dest.parent))
-            build_tiny_eval(tmp, n=n, seed=0, domain=domain)
-            (tmp / ".complete").touch()
-            shutil.rmtree(dest, ignore_errors=True)
-            tmp.rename(dest)
+    dest = build_once(cache_root() / "eval" / f"tiny-{domain}-n{n}",
+                      lambda tmp: {"tasks": sorted(build_tiny_eval(tmp, n=n, seed=0, domain=domain))}, "tiny_eval.json")
     missing = [t for t in tasks if not (dest / t).exists()]
     if missing:
         raise ValueError(f"the tiny eval set has tasks {sorted(p.name for p in dest.iterdir() if p.is_dir())}, "
