@@ -25,7 +25,6 @@ import functools
 import hashlib
 import json
 import logging
-import os
 import random
 import shutil
 import tempfile
@@ -36,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.experiments.miniworld import data as mdata
-from pipelines.core.cache import cache_root, file_lock
+from pipelines.core.cache import build_once, cache_root
 from pipelines.fixtures.tiny import SPECIAL_TOKENS, STOP_STRING
 
 log = logging.getLogger(__name__)
@@ -103,24 +102,14 @@ def ensure(name: str) -> Path:
     if _install_shipped(name, final):
         return final
     dep = ensure(DEPS[name]) if name in DEPS else None
-    root = final.parent
-    root.mkdir(parents=True, exist_ok=True)
-    with file_lock(root / f".{final.name}.lock"):
-        if (final / "miniworld_build.json").is_file():
-            return final
-        shutil.rmtree(final, ignore_errors=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=root))
-        t0 = time.perf_counter()
-        try:
-            info = _BUILDERS[name](tmp, dep) or {}
-            stamp = {"name": name, "recipe_version": RECIPE_VERSIONS[name], "fingerprint": fingerprint(name),
-                     "seed": SEED, "build_s": round(time.perf_counter() - t0, 1), **info}
-            (tmp / "miniworld_build.json").write_text(json.dumps(stamp, indent=1, default=str))
-            tmp.chmod(0o755)
-            os.rename(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+    t0 = time.perf_counter()
+
+    def build(tmp: Path) -> dict[str, Any]:
+        info = _BUILDERS[name](tmp, dep) or {}
+        return {"name": name, "recipe_version": RECIPE_VERSIONS[name], "fingerprint": fingerprint(name),
+                "seed": SEED, "build_s": round(time.perf_counter() - t0, 1), **info}
+
+    build_once(final, build, "miniworld_build.json")
     log.info("built miniworld %s at %s in %.0f s", name, final, time.perf_counter() - t0)
     return final
 
@@ -141,15 +130,12 @@ def _install_shipped(name: str, final: Path) -> bool:
     stamp = shipped_stamp(name)
     if stamp is None or stamp.get("fingerprint") != fingerprint(name):
         return False
-    root = final.parent
-    root.mkdir(parents=True, exist_ok=True)
-    with file_lock(root / f".{final.name}.lock"):
-        if not (final / "miniworld_build.json").is_file():
-            tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=root))
-            shutil.copytree(shipped_dir(name), tmp, dirs_exist_ok=True)
-            tmp.chmod(0o755)
-            shutil.rmtree(final, ignore_errors=True)
-            os.rename(tmp, final)
+
+    def copy(tmp: Path) -> dict[str, Any]:
+        shutil.copytree(shipped_dir(name), tmp, dirs_exist_ok=True)
+        return stamp
+
+    build_once(final, copy, "miniworld_build.json")
     log.info("miniworld %s: the shipped build matches its recipe (%s)", name, stamp["fingerprint"])
     return True
 
