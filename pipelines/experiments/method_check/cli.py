@@ -50,7 +50,7 @@ def format_table(result: dict[str, Any]) -> str:
 # The fast version (CI): the full run's data and test set, base and filtered only, seed 0, at the full run's
 # validation choice of learning rate for filtered (docs/method-check.md); model training is cheap here, the
 # vLLM data run is what costs time.
-QUICK = dict(conditions=["base", "filtered"], seeds=[0], learning_rates=[1e-4])
+QUICK = dict(conditions=["base", "filtered"], seeds=[0], learning_rates=[1e-4], n_grounding=0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,7 +73,14 @@ def main(argv: list[str] | None = None) -> int:
     result = run(MethodCheckConfig(**fields))
     print(format_table(result))  # CLI output
     print(format_data(result))
-    print(f"judge on held-out general triplets: {result['judge_check']}")
+    print(f"judge on held-out triplets: {result['judge_check']}")
+    if result.get("grounding"):
+        g = {k: v for k, v in result["grounding"].items() if k != "examples"}
+        print(f"synthesizer on held-out domain captions: {g}")
+    if result.get("generalist_general_vqa"):
+        v = result["generalist_general_vqa"]
+        print(f"generalist on {v['n_questions']} held-out general questions: accuracy {v['accuracy']:.3f}, "
+              f"majority prior {v['majority_prior']:.3f}")
     print(f"wall time {result['wall_s']:.0f} s (model building {result['model_build_s']:.0f} s)")
     return 0
 

@@ -56,29 +56,30 @@ def prior_scores(sets: dict[str, dict[str, list]]) -> dict[str, Any]:
 
 
 def judge_accuracy(judge: Path, n_images: int = 6, seed: int = 99) -> dict[str, Any]:
-    """The trained judge on held-out general triplets (labelled by construction), through the judge's own
-    prompt rendering and structured choice: accuracy overall and per true label."""
-    import random
-
+    """The trained judge on held-out triplets (labelled by construction; `held_out_triplets`), through the
+    judge's own prompt rendering and structured choice: accuracy overall and per true label, for the
+    general-world set (top level, as before) and the domain-like set (`domain`)."""
     from filters.judge import CHOICES, label_of, render
-    from pipelines.experiments.miniworld import data, worlds
-    from pipelines.core.resources import EngineResources
     from pipelines.core.engines import GenRequest, SamplingSettings, make_engine
+    from pipelines.core.resources import EngineResources
+    from pipelines.experiments.miniworld import data
 
-    rng = random.Random(seed)
-    items = [worlds.make_general(i, seed=seed)[0] for i in range(n_images + 1)]
-    triplets = [t for i in range(n_images) for t in worlds.judge_triplets(items[i], items[i + 1], rng)]
+    sets = data.held_out_triplets(n_images, seed)
     template = data.judge_template()
     engine = make_engine(str(judge), EngineResources(engine="transformers", device="cpu"),
                          sampling=SamplingSettings(max_tokens=4), multimodal=False, max_model_len=1024)
-    try:
+
+    def accuracy(triplets: list[dict[str, str]]) -> dict[str, Any]:
         results = engine.generate([GenRequest(render(template, t["instruction"], t["informative"], t["precise"]),
                                               choices=list(CHOICES)) for t in triplets])
+        per: dict[str, list[bool]] = {}
+        for t, r in zip(triplets, results, strict=True):
+            per.setdefault(t["label"], []).append(label_of(r) == t["label"])
+        hits = [h for v in per.values() for h in v]
+        return {"n": len(hits), "accuracy": sum(hits) / len(hits),
+                "by_label": {k: {"n": len(v), "accuracy": sum(v) / len(v)} for k, v in sorted(per.items())}}
+
+    try:
+        return {**accuracy(sets["general"]), "domain": accuracy(sets["domain"])}
     finally:
         engine.close()
-    per: dict[str, list[bool]] = {}
-    for t, r in zip(triplets, results, strict=True):
-        per.setdefault(t["label"], []).append(label_of(r) == t["label"])
-    hits = [h for v in per.values() for h in v]
-    return {"n": len(hits), "accuracy": sum(hits) / len(hits),
-            "by_label": {k: {"n": len(v), "accuracy": sum(v) / len(v)} for k, v in sorted(per.items())}}

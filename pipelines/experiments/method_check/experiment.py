@@ -9,6 +9,8 @@ Conditions, each evaluated on the held-out domain test set (and the validation s
     unfiltered    the same without the filter                    (compose.mode=unfiltered)
     two_stage     captions first, then synthetic tasks           (mix.strategy=two_stage)
     momentum      instruction-free momentum-proxy tuning on captions (train.method=momentum_proxy)
+    oracle        SFT on tasks written from each image's ground truth + captions, single stage (the ceiling:
+                  a perfect synthesizer and judge; `method_check.oracle`)
 
 The data sets come from the real pipeline (`pipelines.pipeline.run_dataset`: ingest -> vLLM synthesis with
 the tuned miniworld synthesizer -> vLLM consistency judge (trained miniworld judge) -> compose -> mix ->
@@ -32,11 +34,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipelines.experiments.method_check import grounding
 from pipelines.experiments.method_check.evaluation import evaluate, judge_accuracy, load_sets, prior_scores
+from pipelines.experiments.method_check.learnability import general_vqa
 
 log = logging.getLogger(__name__)
 
-CONDITIONS = ("base", "captions", "filtered", "unfiltered", "two_stage", "momentum")
+CONDITIONS = ("base", "captions", "filtered", "unfiltered", "two_stage", "momentum", "oracle")
 # condition -> (pipeline overrides of the data run, train method); "base" trains nothing
 DATA_RUNS: dict[str, list[str]] = {
     "captions": ["stages=[ingest,mix]", "mix.strategy=caption_only"],
@@ -45,7 +49,7 @@ DATA_RUNS: dict[str, list[str]] = {
     "two_stage": ["mix.strategy=two_stage", "compose.mode=combined"],
 }
 TRAIN_DATA = {"captions": "captions", "filtered": "filtered", "unfiltered": "unfiltered", "two_stage": "two_stage",
-              "momentum": "captions"}
+              "momentum": "captions", "oracle": "oracle"}
 
 
 class MethodCheckConfig(BaseModel):
@@ -68,6 +72,10 @@ class MethodCheckConfig(BaseModel):
     proxy_warmup_steps: int = Field(10, ge=0, description="Momentum proxy: phase-1 steps (proxy only).")
     eval_max_tokens: int = Field(24, ge=1, description="New tokens per evaluation answer (greedy).")
     synth_max_tokens: int = Field(160, ge=16, description="New tokens per image from the synthesizer.")
+    oracle_tasks_per_image: int = Field(2, ge=1, description="Oracle: ground-truth tasks per caption image "
+                                                                     "(the synthesizer is tuned to write 2).")
+    n_grounding: int = Field(48, ge=0, description="Held-out domain captions on which the synthesizer's grounding "
+                                                   "is measured (0: skip this and the generalist's general VQA).")
     keep_models: bool = Field(False, description="Keep the trained domain models on disk.")
 
 
@@ -95,7 +103,9 @@ def build_data(cfg: MethodCheckConfig, out: Path) -> dict[str, dict[str, Any]]:
     needed = sorted({TRAIN_DATA[c] for c in cfg.conditions if c != "base"})
     input_json = data.write_domain_captions(out / "domain_captions", cfg.n_domain)
     result = {}
-    for name in needed:
+    if "oracle" in needed:
+        result["oracle"] = oracle_data(cfg, input_json, out / "data" / "oracle")
+    for name in (n for n in needed if n != "oracle"):
         t0 = time.perf_counter()
         dest = out / "data" / name
         manifest = run_dataset(run_config(name, cfg, input_json, models.ensure("synthesizer"),
@@ -104,6 +114,17 @@ def build_data(cfg: MethodCheckConfig, out: Path) -> dict[str, dict[str, Any]]:
                         "stages": manifest.data.get("stages", {})}
         log.info("data %s: %s in %.0f s", name, dest, result[name]["wall_s"])
     return result
+
+
+def oracle_data(cfg: MethodCheckConfig, input_json: Path, dest: Path) -> dict[str, Any]:
+    """The oracle data set, composed and mixed with minimed.yaml's compose and mix settings."""
+    from pipelines.experiments.method_check.oracle import write_oracle_data
+
+    t0 = time.perf_counter()
+    base = run_config("filtered", cfg, input_json, Path("unused"), Path("unused"))
+    write_oracle_data(input_json, dest, base.mix, base.compose, cfg.oracle_tasks_per_image)
+    return {"dir": str(dest), "wall_s": round(time.perf_counter() - t0, 1),
+            "stages": {"oracle": {"in": cfg.n_domain, "tasks_per_image": cfg.oracle_tasks_per_image}}}
 
 
 def train_condition(condition: str, seed: int, cfg: MethodCheckConfig, data_dir: Path, out: Path,
@@ -151,7 +172,11 @@ def run(cfg: MethodCheckConfig) -> dict[str, Any]:
     build = {n: models.ensure(n) for n in ("generalist", "synthesizer", "judge")}
     t_models = time.perf_counter() - t0
     judge_check = judge_accuracy(build["judge"])
-    log.info("judge on held-out general triplets: %s", judge_check)
+    log.info("judge on held-out triplets: %s", judge_check)
+    synth_check = grounding.measure(build["synthesizer"], n=cfg.n_grounding) if cfg.n_grounding else None
+    log.info("synthesizer grounding on held-out domain captions: %s", synth_check)
+    learner_check = general_vqa(build["generalist"]) if cfg.n_grounding else None
+    log.info("generalist on held-out general questions: %s", learner_check)
     sets = load_sets({split: data.write_domain_vqa(out / f"vqa_{split}", n, split)
                       for split, n in (("val", cfg.n_val), ("test", cfg.n_test))})
     try:
@@ -203,7 +228,8 @@ def run(cfg: MethodCheckConfig) -> dict[str, Any]:
             log.info("%s seed %d: val %.3f test %.3f", cond, seed, rec["val"]["score"], rec["test"]["score"])
             runs.append(rec)
     result = {"config": cfg.model_dump(), "models": {n: models.build_info(n) for n in build},
-              "model_build_s": round(t_models, 1), "judge_check": judge_check, "data": datasets,
+              "model_build_s": round(t_models, 1), "judge_check": judge_check, "grounding": synth_check,
+              "generalist_general_vqa": learner_check, "data": datasets,
               "lr_search": lr_search, "question_prior": prior, "runs": runs, "table": aggregate_runs(runs),
               "wall_s": round(time.perf_counter() - t0, 1)}
     (out / "results.json").write_text(json.dumps(result, indent=1, default=str))

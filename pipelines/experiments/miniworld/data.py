@@ -27,7 +27,7 @@ from pipelines.fixtures.sample_data import make_item, png_bytes
 
 CAPTION_PROMPT = "Describe the image."
 # Seeds of disjoint item streams (item i of a seed never equals item i of another).
-GENERAL_SEED, SEED_DATA_SEED, JUDGE_SEED = 11, 12, 13
+GENERAL_SEED, SEED_DATA_SEED, JUDGE_SEED, COPY_SEED, COPY_PROBE_SEED = 11, 12, 13, 14, 15
 DOMAIN_TRAIN_SEED, DOMAIN_VAL_SEED, DOMAIN_TEST_SEED = 0, 21, 22
 
 
@@ -108,13 +108,37 @@ def seed_rows(n: int, tasks_per_image: int = 2) -> list[dict[str, Any]]:
     return rows
 
 
-def write_seed_data(path: Path, n: int, tasks_per_image: int = 2) -> Path:
-    """`seed_rows` as Parquet in the layout `posttrain.synthesizer_tuning` reads."""
+def copy_rows(n: int, tasks_per_image: int = 2, seed: int = COPY_SEED) -> list[dict[str, Any]]:
+    """Caption-only seed rows for learning to read the caption: general captions and tasks whose attribute
+    words are swapped at random within each row (`slots.substitute`), on a blank image, so the caption is
+    the only way to the answers."""
+    from PIL import Image
+
+    from pipelines.experiments.miniworld.slots import substitute
+
+    rng = random.Random(seed)
+    blank = _img_struct(Image.new("RGB", (64, 64), "white"))
+    rows = []
+    for i in range(n):
+        attrs, _, cap = worlds.make_general(i, seed=seed)
+        tasks = rng.sample(worlds.general_tasks(attrs, rng), tasks_per_image)
+        texts = {"caption": cap, **{f"{k}{j}": t[k] for j, t in enumerate(tasks)
+                                    for k in ("instruction", "precise", "informative")}}
+        sub = substitute(texts, rng)
+        rows.append({"id": f"copy-{seed}-{i}", "images": blank, "caption": sub["caption"],
+                     "qa": [{k: sub[f"{k}{j}"] for k in ("instruction", "precise", "informative")}
+                            for j in range(len(tasks))]})
+    return rows
+
+
+def write_seed_data(path: Path, n: int, tasks_per_image: int = 2, n_copy: int = 0) -> Path:
+    """`seed_rows` (+ `n_copy` `copy_rows`) as Parquet in the layout `posttrain.synthesizer_tuning` reads."""
     qa = pa.struct([("instruction", pa.string()), ("precise", pa.string()), ("informative", pa.string())])
     schema = pa.schema([("id", pa.string()),
                         ("images", pa.list_(pa.struct([("bytes", pa.binary()), ("path", pa.string())]))),
                         ("caption", pa.string()), ("qa", pa.list_(qa))])
-    pq.write_table(pa.Table.from_pylist(seed_rows(n, tasks_per_image), schema=schema), str(path))
+    rows = seed_rows(n, tasks_per_image) + (copy_rows(n_copy, tasks_per_image) if n_copy else [])
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), str(path))
     return path
 
 
@@ -130,14 +154,36 @@ def digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=default).encode()).hexdigest()
 
 
-def judge_data(n: int) -> list[dict[str, str]]:
-    """Labelled triplets from n general images (each paired with the next for contradictions)."""
+def judge_data(n: int, swap_fraction: float = 0.0) -> list[dict[str, str]]:
+    """Labelled triplets from n general images (each paired with the next for contradictions); a seeded
+    `swap_fraction` of them has its attribute words swapped (`slots.substitute`), so matching the precise
+    answer against the informative one, not knowing which words go together, is what decides the label."""
+    from pipelines.experiments.miniworld.slots import substitute
+
     rng = random.Random(JUDGE_SEED)
     items = [worlds.make_general(i, seed=JUDGE_SEED)[0] for i in range(n + 1)]
     out = []
     for i in range(n):
         out += worlds.judge_triplets(items[i], items[i + 1], rng)
+    if swap_fraction:
+        swap_rng = random.Random(JUDGE_SEED + 1)
+        keys = ("instruction", "informative", "precise")
+        out = [{**t, **substitute({k: t[k] for k in keys}, swap_rng)} if swap_rng.random() < swap_fraction else t
+               for t in out]
     return out
+
+
+def held_out_triplets(n_images: int = 6, seed: int = 99) -> dict[str, list[dict[str, str]]]:
+    """Labelled triplets the judge never trained on: general-world ones (another seed) and domain-like ones
+    (`domain_tasks` on scans of the same held-out seed), built the same way as its training triplets."""
+    from pipelines.experiments.miniworld.domain import domain_tasks
+
+    rng = random.Random(seed)
+    general = [worlds.make_general(i, seed=seed)[0] for i in range(n_images + 1)]
+    scans = [make_item("biomed", i, seed, image_size=32)[0] for i in range(n_images + 1)]
+    return {"general": [t for i in range(n_images) for t in worlds.judge_triplets(general[i], general[i + 1], rng)],
+            "domain": [t for i in range(n_images)
+                       for t in worlds.judge_triplets(scans[i], scans[i + 1], rng, tasks_fn=domain_tasks)]}
 
 
 def write_domain_captions(out_dir: Path, n: int) -> Path:

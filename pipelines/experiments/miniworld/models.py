@@ -41,7 +41,8 @@ from pipelines.fixtures.tiny import SPECIAL_TOKENS, STOP_STRING
 log = logging.getLogger(__name__)
 
 # bump a model's entry when its training code changes in a way its data sample cannot show
-RECIPE_VERSIONS = {"base": 1, "generalist": 1, "synthesizer": 2, "judge": 1}  # synthesizer 2: trained EOS
+# synthesizer 2: trained EOS; judge 2: balanced batches, held-out curve
+RECIPE_VERSIONS = {"base": 1, "generalist": 1, "synthesizer": 2, "judge": 2}
 SEED = 4321
 VOCAB_SIZE = 1024
 IMAGE_SIZE, PATCH, SCALE = 64, 8, 2
@@ -49,15 +50,18 @@ IMAGE_SEQ_LEN = (IMAGE_SIZE // PATCH) ** 2 // SCALE**2
 TEXT = dict(hidden_size=192, intermediate_size=384, num_hidden_layers=4, num_attention_heads=3,
             num_key_value_heads=1, head_dim=64, max_position_embeddings=1024, rms_norm_eps=1e-6,
             tie_word_embeddings=False)
-JUDGE_TEXT = dict(TEXT, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2)
+# judge 2: wider with 4 heads (matching a word against another is a lookup, which wants width and heads more than
+# depth: ../shared/probes), label-balanced batches, a lower rate, and swapped attribute words in half the triplets
+JUDGE_TEXT = dict(TEXT, hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4)
 # Training budgets: ~15-25 minutes of model building on 2 idle cores, most of it the generalist (more when shared).
 N_GENERAL = 2000        # general images for pre-training (one conversation each)
 N_SEED = 1000           # general images for synthesizer tuning
-N_JUDGE = 200           # general images whose triplets train the judge (~20 triplets each)
+N_JUDGE = 600           # general images whose triplets train the judge (~20 triplets each)
+JUDGE_SEED_HELD = 98    # held-out triplets of the judge's curve (the method check scores seed 99)
 # 300 pre-training steps left the generalist ignoring image and question (it answered "Yes" to everything)
 PRETRAIN = dict(epochs=8.0, learning_rate=3e-3, batch_size=16)   # 1,000 steps
 SYNTH_TUNE = dict(epochs=3.0, learning_rate=2e-3, batch_size=16)  # ~190 steps
-JUDGE_TRAIN = dict(epochs=3, learning_rate=2e-3, batch_size=32)   # ~400 steps
+JUDGE_TRAIN = dict(steps=2500, learning_rate=5e-4, batch_size=32, swap_fraction=0.5)
 NAMES = ("base", "generalist", "synthesizer", "judge")
 DEPS = {"generalist": "base", "synthesizer": "generalist"}
 
@@ -73,7 +77,7 @@ def _recipe(name: str) -> dict[str, Any]:
     if name == "synthesizer":
         return {"n": N_SEED, "budget": SYNTH_TUNE, "data": digest(mdata.seed_rows(16))}
     return {"text": JUDGE_TEXT, "n": N_JUDGE, "budget": JUDGE_TRAIN,
-            "data": digest([mdata.judge_template(), mdata.judge_data(8)])}
+            "data": digest([mdata.judge_template(), mdata.judge_data(8, JUDGE_TRAIN["swap_fraction"])])}
 
 
 @functools.cache
@@ -234,7 +238,11 @@ def _build_synthesizer(out: Path, generalist: Path) -> dict:
 
 
 def _build_judge(out: Path, _dep: Path | None) -> dict:
-    """Train a text judge: loss on the label token after the prompt only (the stage reads its choice)."""
+    """Train a text judge: loss on the label token after the prompt only (the stage reads its choice).
+
+    Each batch draws the three labels equally often (there are fewer `no` triplets than the others); the
+    held-out per-label accuracy is logged every 250 steps (`curve` in the build stamp).
+    """
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
@@ -245,49 +253,68 @@ def _build_judge(out: Path, _dep: Path | None) -> dict:
     model = _seeded_init(lambda: LlamaForCausalLM(LlamaConfig(**JUDGE_TEXT, vocab_size=len(tokenizer), **ids)))
     template = mdata.judge_template()
     labels = {"yes": " Yes", "no": " No", "open": " Open"}
-    triplets = mdata.judge_data(N_JUDGE)
-    examples = []
-    for t in triplets:
-        prompt = tokenizer(render(template, t["instruction"], t["informative"], t["precise"]),
-                           add_special_tokens=False)["input_ids"]
-        target = tokenizer(labels[t["label"]], add_special_tokens=False)["input_ids"]
-        examples.append((prompt, target))
+    label_ids = {k: tokenizer(v, add_special_tokens=False)["input_ids"] for k, v in labels.items()}
+    if any(len(v) != 1 for v in label_ids.values()):
+        raise RuntimeError(f"judge labels must be single tokens for structured choice, got {label_ids}")
+
+    def encode(triplets: list[dict[str, str]]) -> list[tuple[list[int], str]]:
+        return [(tokenizer(render(template, t["instruction"], t["informative"], t["precise"]),
+                           add_special_tokens=False)["input_ids"], t["label"]) for t in triplets]
+
+    triplets = mdata.judge_data(N_JUDGE, JUDGE_TRAIN["swap_fraction"])
+    by_label: dict[str, list[tuple[list[int], str]]] = {k: [] for k in labels}
+    for e in encode(triplets):
+        by_label[e[1]].append(e)
+    held = {name: encode(ts) for name, ts in mdata.held_out_triplets(n_images=20, seed=JUDGE_SEED_HELD).items()}
+    classes = torch.tensor([label_ids[k][0] for k in labels])
+    pad = ids["pad_token_id"]
+
+    def last_logits(batch: list[tuple[list[int], str]]) -> torch.Tensor:
+        width = max(len(p) for p, _ in batch)
+        inp = torch.full((len(batch), width), pad)
+        att = torch.zeros((len(batch), width), dtype=torch.long)
+        for b, (p, _) in enumerate(batch):  # left padding: every prompt ends at the last position
+            inp[b, width - len(p):] = torch.tensor(p)
+            att[b, width - len(p):] = 1
+        return model(input_ids=inp, attention_mask=att).logits[:, -1]
+
+    @torch.no_grad()
+    def accuracy(examples: list[tuple[list[int], str]]) -> dict[str, float]:
+        model.eval()
+        pred = torch.cat([last_logits(examples[i:i + 64])[:, classes].argmax(-1) for i in range(0, len(examples), 64)])
+        model.train()
+        names = list(labels)
+        per: dict[str, list[bool]] = {}
+        for (_, label), p in zip(examples, pred.tolist(), strict=True):
+            per.setdefault(label, []).append(names[p] == label)
+        return {k: round(sum(v) / len(v), 3) for k, v in sorted(per.items())}
+
     rng = random.Random(SEED)
+    steps, bs = JUDGE_TRAIN["steps"], JUDGE_TRAIN["batch_size"]
     opt = torch.optim.AdamW(model.parameters(), lr=JUDGE_TRAIN["learning_rate"])
-    bs = JUDGE_TRAIN["batch_size"]
-    steps = JUDGE_TRAIN["epochs"] * (len(examples) // bs)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=JUDGE_TRAIN["learning_rate"], total_steps=steps,
                                                 pct_start=0.05)
     model.train()
     torch.manual_seed(SEED)
-    step, loss_v = 0, float("nan")
-    for _epoch in range(JUDGE_TRAIN["epochs"]):
-        rng.shuffle(examples)
-        for i in range(0, len(examples) - bs + 1, bs):
-            batch = examples[i:i + bs]
-            width = max(len(p) + len(t) for p, t in batch)
-            inp = torch.full((bs, width), ids["pad_token_id"])
-            lab = torch.full((bs, width), -100)
-            att = torch.zeros((bs, width), dtype=torch.long)
-            for b, (p, t) in enumerate(batch):
-                seq = p + t
-                inp[b, :len(seq)] = torch.tensor(seq)
-                att[b, :len(seq)] = 1
-                lab[b, len(p):len(seq)] = torch.tensor(t)
-            loss = model(input_ids=inp, attention_mask=att, labels=lab).loss
-            loss.backward()
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            step, loss_v = step + 1, float(loss.detach())
-            if step % 50 == 0:
-                log.info("judge step %d/%d loss %.4f", step, steps, loss_v)
+    curve, loss_v = [], float("nan")
+    for step in range(1, steps + 1):
+        batch = [rng.choice(by_label[rng.choice(list(labels))]) for _ in range(bs)]
+        target = torch.tensor([label_ids[label][0] for _, label in batch])
+        loss = torch.nn.functional.cross_entropy(last_logits(batch), target)
+        loss.backward()
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        loss_v = float(loss.detach())
+        if step % 250 == 0 or step == steps:
+            curve.append({"step": step, "loss": round(loss_v, 4), **{k: accuracy(v) for k, v in held.items()}})
+            log.info("judge %s", curve[-1])
     model.eval()
     model.generation_config = GenerationConfig(**ids)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    return {"train": {"step": step, "examples": len(examples), "final_loss": loss_v,
-                      "labels": {k: sum(t["label"] == k for t in triplets) for k in labels}}}
+    return {"train": {"step": steps, "examples": len(triplets), "final_loss": loss_v,
+                      "labels": {k: len(v) for k, v in by_label.items()}}, "curve": curve}
 
 
 _BUILDERS: dict[str, Callable[[Path, Path | None], dict | None]] = {

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import random
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -241,15 +242,19 @@ def short_prompt(question: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------- judge data
-def judge_triplets(attrs: dict[str, Any], other: dict[str, Any], rng: random.Random) -> list[dict[str, str]]:
-    """Triplets labelled by construction, from one image (and another image for contradictions):
+def judge_triplets(attrs: dict[str, Any], other: dict[str, Any], rng: random.Random,
+                   tasks_fn: Callable[[dict[str, Any], random.Random], list[dict[str, str]]] | None = None,
+                   ) -> list[dict[str, str]]:
+    """Triplets labelled by construction, from one image (and another image for contradictions); `tasks_fn`
+    writes the tasks (default `general_tasks`; `domain.domain_tasks` gives domain-like triplets):
 
     yes:  the task as generated (the informative answer concludes with the precise answer);
     no:   the precise answer of the same question about another image, where this informative answer does
           not state it;
     open: the informative answer of a different question (it settles nothing about this one).
     """
-    tasks, others = general_tasks(attrs, rng), {t["instruction"]: t for t in general_tasks(other, rng)}
+    tasks_fn = tasks_fn or general_tasks
+    tasks, others = tasks_fn(attrs, rng), {t["instruction"]: t for t in tasks_fn(other, rng)}
     out = []
     for i, t in enumerate(tasks):
         out.append({**t, "label": "yes"})
