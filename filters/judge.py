@@ -230,7 +230,7 @@ class ConsistencyJudge(Stage):
         self.engine.close()
 
     def __del__(self) -> None:
-        # Stop the engine process when Ray Data's actor releases the stage (see SynthStage.__del__).
+        # Free the engine when Ray Data's actor releases the stage (see SynthStage.__del__).
         engine = getattr(self, "engine", None)  # unset when building it failed
         if engine is not None and self._owns_engine:
             engine.close()

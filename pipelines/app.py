@@ -65,12 +65,13 @@ def run_all(cfg: RunConfig, out: Path, args: argparse.Namespace) -> int:
 
 
 def _stop_ray(wait_s: float = 60.0) -> None:
-    """Shut Ray down once the engine actors have exited on their own.
+    """Shut Ray down once the pipeline actors have exited on their own.
 
-    When a dataset is done, Ray Data drops its actor handles and Ray ends each actor gracefully: it calls
-    `__ray_shutdown__`, which releases the stage, whose `__del__` shuts its vLLM engine core down. A
-    `ray.shutdown()` before that kills the actors mid-way, and their engine processes print
-    "engine core exited unexpectedly" and resource_tracker tracebacks. So wait (bounded) for them first.
+    When a dataset is done, Ray Data drops its actor handles and each actor exits gracefully (the stage's
+    `__del__` closes its engine, at the latest as the actor's interpreter exits). A `ray.shutdown()`
+    before that kills them mid-exit, and whatever they print on the way out is cut off. So wait (bounded).
+    Ray kills an exiting actor's child processes before `__ray_shutdown__` runs, which is why `init_ray`
+    keeps vLLM's engine core inside the actor.
     """
     if "ray" not in sys.modules:
         return

@@ -108,6 +108,14 @@ def init_ray(cfg: RunConfig) -> None:
             "PYTHONWARNINGS": os.environ.get("PYTHONWARNINGS", "ignore::FutureWarning"),
             "TORCH_CPP_LOG_LEVEL": os.environ.get("TORCH_CPP_LOG_LEVEL", "ERROR"),
             "TOKENIZERS_PARALLELISM": "false",
+            # vLLM's engine core runs inside the actor, not as its child process. Ray SIGKILLs an exiting
+            # actor's children (the engine core and multiprocessing's resource tracker) before Ray Data's
+            # `__ray_shutdown__` lets the stage close its engine, so a child engine always died mid-way:
+            # resource_tracker KeyError tracebacks, a shared-memory segment left in /dev/shm per engine.
+            # In-process there is no child, no shared memory and no second interpreter to start; the cost
+            # is that input/output processing no longer overlaps the model step (not seen on CPU, not
+            # measured on GPU; see docs/architecture.md).
+            "VLLM_ENABLE_V1_MULTIPROCESSING": os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "0"),
         }
         kwargs["runtime_env"] = {"env_vars": env}
         if not os.environ.get("RAY_ADDRESS"):
@@ -119,6 +127,11 @@ def init_ray(cfg: RunConfig) -> None:
     # reach the driver as one block after the read ends (no streaming, driver memory grows with the input).
     ctx.target_max_block_size = BLOCK_BYTES
     ctx.enable_progress_bars = False  # the driver draws its own (Progress below)
+    # An engine actor holds its model and (on CPU) its KV cache, a fixed share of RAM set by
+    # gpu_memory_utilization, from its first batch on; Ray Data's high-memory detector reports that every
+    # 30 s as a risk and proposes a `memory=` request that would only constrain scheduling. Ingest, the
+    # other heavy stage, is bounded by input.max_image_pixels and BLOCK_BYTES.
+    ctx.issue_detectors_config.high_memory_detector_config.detection_time_interval_s = -1
     # Ray Data's INFO lines (execution plan, log folder) and its warning that the bars above are off.
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)

@@ -135,8 +135,10 @@ class SynthStage(Stage):
         self.engine.close()
 
     def __del__(self) -> None:
-        # Ray Data's actor releases the stage on a graceful exit (`__ray_shutdown__`): stop the engine
-        # process now, not when the actor process is torn down around it.
+        # Frees the engine when the stage is released: by Ray Data's `__ray_shutdown__` on a graceful exit,
+        # or (when something still holds the stage) as the actor's interpreter exits. Either way Ray has
+        # already killed the actor's child processes, so an engine core that is a child would die mid-way;
+        # `init_ray` keeps it in-process.
         engine = getattr(self, "engine", None)  # unset when building it failed
         if engine is not None and self._owns_engine:
             engine.close()

@@ -267,11 +267,12 @@ class VLLMEngine(_TokenCounter):
         return total, _softmax_at(lps, first_ids.index(chosen))
 
     def close(self) -> None:
-        """Shut the engine process down; safe to call twice (an explicit close, then the stage's `__del__`).
+        """Shut the engine core down; safe to call twice (an explicit close, then the stage's `__del__`).
 
-        The engine core is a child process: ended here, it exits cleanly and unregisters its shared
-        memory; left to die with the actor, it logs "engine core exited unexpectedly" and its
-        resource_tracker prints KeyError tracebacks.
+        In the pipeline's Ray actors the core runs in-process (`init_ray`) and this frees it. Elsewhere
+        (the driver, tests) it is a child process: ended here, it exits cleanly and unlinks its shared
+        memory; killed instead, its memory segment stays in /dev/shm and the resource tracker prints
+        KeyError tracebacks.
         """
         llm, self.llm = getattr(self, "llm", None), None
         core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
