@@ -17,6 +17,12 @@ def spread(xs: list[float]) -> dict[str, float]:
     return {"min": min(xs), "median": statistics.median(xs), "max": max(xs)}
 
 
+def rate_after(stamps: list[tuple[float, int]], warmup: int) -> float:
+    """Tokens/s between the end of step `warmup` and the last step; stamps = (time, cumulative tokens) per step."""
+    (t0, n0), (t1, n1) = stamps[min(warmup, len(stamps) - 2)], stamps[-1]
+    return (n1 - n0) / max(t1 - t0, 1e-9)
+
+
 WORDS = "red blue green cell tissue food apple soup white black round small large".split()
 
 
