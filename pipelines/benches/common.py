@@ -23,7 +23,7 @@ def rate_after(stamps: list[tuple[float, int]], warmup: int) -> float:
     return (n1 - n0) / max(t1 - t0, 1e-9)
 
 
-WORDS = "red blue green cell tissue food apple soup white black round small large".split()
+WORDS = ["red", "blue", "green", "cell", "tissue", "food", "apple", "soup", "white", "black", "round", "small", "large"]
 
 
 def make_dataset(path: Path, n: int, seed: int = 0) -> None:

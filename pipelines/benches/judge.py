@@ -84,6 +84,12 @@ def bench_rows(n_items: int, start: int, lead: int) -> tuple[list[dict[str, Any]
     return rows, i
 
 
+def truth_by_key(images: list[int], lead: int) -> dict[str, str]:
+    """Label by construction of every task of these images, keyed as `time_stage` keys its judgments."""
+    return {json.dumps([f"img{i}", t["instruction"], t["informative"], t["precise"]]): t["label"]
+            for i in images for t in image_tasks(i, lead)}
+
+
 def _tasks_of(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [t for r in rows for t in get_tasks(r)]
 
@@ -175,8 +181,11 @@ def _measure(stages: dict[str, ConsistencyJudge], args: argparse.Namespace) -> d
     rates: dict[str, list[float]] = {f"{w}_{f}": [] for w in ("stage", "engine") for f in stages}
     judged: dict[str, dict[str, dict]] = {f"{w}_{f}": {} for w in ("stage", "engine") for f in stages}
     n_items: list[int] = []
+    timed_images: list[int] = []
     for k in range(args.repeats):
+        first = nxt
         rows, nxt = bench_rows(args.items, nxt, args.lead)
+        timed_images += range(first, nxt)
         rows_e, nxt = bench_rows(args.items, nxt, args.lead)
         n_items.append(len(_tasks_of(rows)))
         order = ("on", "off") if k % 2 == 0 else ("off", "on")
@@ -191,13 +200,14 @@ def _measure(stages: dict[str, ConsistencyJudge], args: argparse.Namespace) -> d
         log.info("repeat %d: %s", k, {s: round(v[-1], 1) for s, v in rates.items()})
     template = stages["on"].template
     tok = stages["on"].engine.tokenizer
-    sample = _tasks_of(bench_rows(args.items, 0, args.lead)[0])
+    sample = [t for i in range(len(warm)) for t in image_tasks(i, args.lead)]  # the warm-up rows, with truth
     suffix_tokens = [len(tok(render(template, t["instruction"], t["informative"], t["precise"]))["input_ids"])
                      for t in sample]
     prefix_tokens = len(tok(shared_prefix(template))["input_ids"])
     med = {s: statistics.median(v) for s, v in rates.items()}
     labels = [lab for lab, _ in judged["stage_off"].values()]
     truth = [t["label"] for t in sample]
+    correct = [judged["stage_off"][k][0] == lab for k, lab in truth_by_key(timed_images, args.lead).items()]
     return {
         "bench": "filter.judge_prefix_caching", "model": args.model, "prompt": args.prompt, "repeats": args.repeats,
         "items_per_batch": n_items, "lead": args.lead, "order": "alternating on/off, fresh items each batch",
@@ -206,6 +216,7 @@ def _measure(stages: dict[str, ConsistencyJudge], args: argparse.Namespace) -> d
         "informative_chars_mean": round(statistics.mean(len(t["informative"]) for t in sample), 1),
         "truth_labels": {lab: truth.count(lab) for lab in sorted(set(truth))},
         "judge_labels_uncached": {str(lab): labels.count(lab) for lab in sorted(set(labels), key=str)},
+        "judge_accuracy_uncached": round(sum(correct) / max(len(correct), 1), 4),
         **{f"{s}_items_per_s": {k: round(v, 2) for k, v in spread(x).items()} for s, x in rates.items()},
         "ratio_stage_on_off": round(med["stage_on"] / med["stage_off"], 3),
         "ratio_engine_on_off": round(med["engine_on"] / med["engine_off"], 3),
