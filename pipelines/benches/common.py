@@ -17,7 +17,13 @@ def spread(xs: list[float]) -> dict[str, float]:
     return {"min": min(xs), "median": statistics.median(xs), "max": max(xs)}
 
 
-WORDS = "red blue green cell tissue food apple soup white black round small large".split()
+def rate_after(stamps: list[tuple[float, int]], warmup: int) -> float:
+    """Tokens/s between the end of step `warmup` and the last step; stamps = (time, cumulative tokens) per step."""
+    (t0, n0), (t1, n1) = stamps[min(warmup, len(stamps) - 2)], stamps[-1]
+    return (n1 - n0) / max(t1 - t0, 1e-9)
+
+
+WORDS = ["red", "blue", "green", "cell", "tissue", "food", "apple", "soup", "white", "black", "round", "small", "large"]
 
 
 def make_dataset(path: Path, n: int, seed: int = 0) -> None:

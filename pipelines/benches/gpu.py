@@ -11,7 +11,8 @@ Needs torch + transformers only (no vLLM, no Ray). Measures, on one device:
    batches by length (HF `train_sampling_strategy="group_by_length"`), both keep fp32 weights under bf16
    autocast, neither clips gradients (our recipe does not clip; HF's default max_grad_norm=1 is set to 0),
    the first `--warmup-steps` steps are excluded from both, and runs alternate ours/HF/ours/HF...
-   (`--repeats` each) with min/median/max reported.
+   (`--repeats` each) with min/median/max reported. With `trl` importable (optional), TRL's `SFTTrainer`
+   is a third side, made fair the same way (pipelines/benches/trl_side.py); without it `"trl": "not installed"`.
 2. Images/s of the transformers synthesis engine (`pipelines.core.engines.TransformersEngine`) on the same model.
 3. With vLLM installed: says so and points at `bench.py synth`; without it: `"vllm": "not installed"`.
 
@@ -32,6 +33,8 @@ from typing import Any
 
 import torch
 
+from pipelines.benches import trl_side
+from pipelines.benches.common import rate_after as _rate
 from pipelines.benches.common import spread
 
 SIZES = {
@@ -109,12 +112,6 @@ def param_counts(module: torch.nn.Module) -> tuple[int, int]:
     return text, vision
 
 
-def _rate(stamps: list[tuple[float, int]], warmup: int) -> float:
-    """Tokens/s between the end of step `warmup` and the last step; stamps = (time, cumulative tokens) per step."""
-    (t0, n0), (t1, n1) = stamps[min(warmup, len(stamps) - 2)], stamps[-1]
-    return (n1 - n0) / max(t1 - t0, 1e-9)
-
-
 def run_ours(cfg, files: list[str], out: Path, warmup: int) -> dict[str, Any]:
     r = _recipe_class()(cfg, files, out)
     r.setup()
@@ -128,7 +125,13 @@ def run_ours(cfg, files: list[str], out: Path, warmup: int) -> dict[str, Any]:
 def run_hf(cfg, files: list[str], out: Path, warmup: int) -> dict[str, Any]:
     from dataclasses import fields
 
-    from transformers import PrinterCallback, ProgressCallback, Trainer, TrainerCallback, TrainingArguments
+    from transformers import (
+        PrinterCallback,
+        ProgressCallback,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
 
     from pipelines.benches.common import _Counting
 
@@ -168,15 +171,21 @@ def run_hf(cfg, files: list[str], out: Path, warmup: int) -> dict[str, Any]:
             "tokens": collator.real, "steps": trainer.state.global_step, "module": r.module}
 
 
-def compare_training(cfg, files: list[str], root: Path, repeats: int, warmup: int, keep_last: bool = False):
-    """Alternate ours / HF Trainer `repeats` times each; (runs by side, (text, vision) params, examples, module).
+def compare_training(cfg, files: list[str], root: Path, repeats: int, warmup: int, keep_last: bool = False,
+                     with_trl: bool | None = None):
+    """Alternate ours / HF Trainer (/ TRL) `repeats` times each; (runs by side, (text, vision) params, examples,
+    module). TRL's `SFTTrainer` is a side when `with_trl`, by default when `trl` imports (it is optional).
 
     `module` is the model of the last run of ours when `keep_last` (for the engine rate), else None.
     """
-    runs: dict[str, list[dict]] = {"ours": [], "hf_trainer": []}
+    sides = [("ours", run_ours), ("hf_trainer", run_hf)]
+    if trl_side.available() if with_trl is None else with_trl:
+        recipe = _recipe_class()
+        sides.append(("trl_sft", lambda c, f, o, w: trl_side.run_trl(c, f, o, w, recipe)))
+    runs: dict[str, list[dict]] = {side: [] for side, _ in sides}
     module = counts = n_images = None
-    for k in range(repeats):  # alternate: ours, HF, ours, HF, ...
-        for side, fn in (("ours", run_ours), ("hf_trainer", run_hf)):
+    for k in range(repeats):  # alternate: ours, HF, (TRL,) ours, HF, (TRL,) ...
+        for side, fn in sides:
             r = fn(cfg, files, root / f"{side}{k}", warmup)
             if counts is None:
                 counts, n_images = param_counts(r["module"]), len(r["dataset"])
@@ -260,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
             res[side] = {"tokens_per_s": spread(rates), "pad_fraction": rs[-1]["pad_fraction"], "steps": rs[-1]["steps"],
                          "mfu": spread([x * flops_per_token / (peak * 1e12) for x in rates]) if peak else None}
         res["ratio_median"] = res["ours"]["tokens_per_s"]["median"] / res["hf_trainer"]["tokens_per_s"]["median"]
+        res["trl"] = trl_side.version()
+        if "trl_sft" in res:
+            res["ratio_vs_trl_median"] = res["ours"]["tokens_per_s"]["median"] / res["trl_sft"]["tokens_per_s"]["median"]
         res["peak_tflops"] = peak or None
         res["params_b"] = round((text_p + vision_p) / 1e9, 3)
         res["model_tflop_per_token"] = flops_per_token / 1e12

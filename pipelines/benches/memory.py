@@ -15,7 +15,8 @@ row (planning, resume index, sink dedup, Parquet parts) while a million image de
 workers, are skipped so the run fits in minutes on a small machine.
 
 `images` generates realistic photographs-sized JPEGs (random sizes between --min-px and --max-px on each
-side, smooth content plus noise, quality 90) and runs read -> ingest -> sink for each size and format.
+side, smooth content plus noise, quality 90) and runs read -> ingest -> sink for each size and format; per
+format it also reports the marginal MiB per 1k images between the smallest and the largest size.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the repository root (this file is pipelines/benches/memory.py)
 USER = "<image>Describe the image."
 
 
@@ -191,7 +192,20 @@ def bench_images(sizes: list[int], formats: list[str], min_px: int, max_px: int,
                       "stages": _run_figures(out)})
             res["runs"].append(r)
             print(json.dumps({k: v for k, v in r.items() if k != "stages"}), file=sys.stderr)
+    res["marginal_mib_per_1k"] = marginal(res["runs"]) if len(sizes) > 1 else {}
     return res
+
+
+def marginal(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per format, MiB per 1k images between the smallest and the largest size: the growth with images, without
+    the fixed floor (Ray, libraries) that dividing one run's peak by its image count would include."""
+    out = {}
+    for fmt in dict.fromkeys(r["format"] for r in runs):
+        rs = sorted((r for r in runs if r["format"] == fmt), key=lambda r: r["images"])
+        lo, hi = rs[0], rs[-1]
+        d = (hi["images"] - lo["images"]) / 1000
+        out[fmt] = {k: round((hi[k] - lo[k]) / d, 1) for k in ("driver_uss_mib", "workers_pss_mib")}
+    return out
 
 
 def main(argv: list[str]) -> int:

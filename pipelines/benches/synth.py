@@ -14,8 +14,11 @@ alternate A, B, C, A, B, C... (`--repeats`, default 3) and report min/median/max
 id under greedy decoding (`same_text`: fraction of identical texts; B's batches match A's exactly, C
 batches differently, where tiny numeric differences can flip a token).
 
-Not done here: the tiny presets set `ignore_eos` (the random tiny models rarely emit end-of-turn), so
-every output has max_tokens tokens; with a trained synthesizer (`synth.model=...`) lengths vary.
+The tiny preset sets `ignore_eos` and no stop string (the random tiny models rarely emit end-of-turn), so
+every output has max_tokens tokens. For realistic stopping use the trained miniworld synthesizer with the
+`tiny_eos` preset (`synth.model=miniworld://synthesizer synth.preset=tiny_eos`), which stops at the end it was
+tuned to emit; the bare sides report output tokens per image (min/median/max) and the fraction that stopped
+before max_tokens.
 """
 
 from __future__ import annotations
@@ -93,6 +96,8 @@ class BareSynth:
         flat = [i for b in ids[1:] for i in b]
         return {"images": len(outs), "seconds": dt, "images_per_s": len(outs) / dt,
                 "tokens_per_s": sum(o.n_output_tokens for o in outs) / dt,
+                "output_tokens": [o.n_output_tokens for o in outs],
+                "stopped": sum(o.finish_reason == "stop" for o in outs) / max(len(outs), 1),
                 "texts": {i: o.text for i, o in zip(flat, outs, strict=True)}}
 
 
@@ -126,8 +131,8 @@ def main(argv: list[str]) -> int:
 
     import ray
 
-    from pipelines.fixtures.sample_data import generate
     from pipelines.core.engines import engine_pool_options
+    from pipelines.fixtures.sample_data import generate
 
     work = Path(tempfile.mkdtemp(prefix="bench-synth-"))
     src = generate("biomed", work / "src", n=args.n, seed=0)
@@ -155,6 +160,9 @@ def main(argv: list[str]) -> int:
                         "tokens_per_s": _spread([r["tokens_per_s"] for r in rs])}
         if "same_text" in rs[0]:
             result[name]["same_text"] = min(r["same_text"] for r in rs)
+        if "output_tokens" in rs[0]:  # realistic stopping: lengths vary when the synthesizer ends by itself
+            result[name]["output_tokens_per_image"] = _spread([float(x) for r in rs for x in r["output_tokens"]])
+            result[name]["stopped_before_max_tokens"] = round(min(r["stopped"] for r in rs), 3)
     med = lambda name: result[name]["images_per_s"]["median"]
     result["ratio_vs_bare_same_batches"] = med("pipeline") / med("bare_same_batches")
     result["ratio_vs_bare_single_generate"] = med("pipeline") / med("bare_single_generate")

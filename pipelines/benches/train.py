@@ -6,8 +6,9 @@ Both train one epoch on the same encoded dataset with the same collator. Made fa
 by length too (`train_sampling_strategy="group_by_length"`), precision matches (bf16 autocast on both or
 on neither), neither clips gradients, the first `--warmup-steps` steps are excluded from both rates, and
 runs alternate ours/HF `--repeats` times (min/median/max). `--plain-hf` adds the old baseline (HF without
-length grouping) so the part of the gain that is only length grouping is visible. Throughput is real
-(non-pad) tokens per second. Shares its measuring code with `pipelines/bench.py gpu` (pipelines/benches/gpu.py).
+length grouping) so the part of the gain that is only length grouping is visible. With `trl` importable
+(the optional `bench` extra), TRL's `SFTTrainer` is a third side in the same alternation, made fair the same
+way (pipelines/benches/trl_side.py); `--no-trl` leaves it out. Throughput is real (non-pad) tokens per second. Shares its measuring code with `pipelines/bench.py gpu` (pipelines/benches/gpu.py).
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ from pathlib import Path
 
 import torch
 
-from posttrain.config import TrainConfig
+from pipelines.benches.common import _Counting, make_dataset
+from pipelines.benches.common import spread as _spread
 from pipelines.refs import resolve_model
+from posttrain.config import TrainConfig
 from posttrain.sft import SFTRecipe
 
-from pipelines.benches.common import _Counting, make_dataset, spread as _spread
 
 def run_ours(cfg: TrainConfig, files: list[str], out: Path) -> dict:
     r = SFTRecipe(cfg, files, out)
@@ -68,12 +70,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: leave as is)")
     p.add_argument("--repeats", type=int, default=3, help="runs per side, alternating ours/HF")
     p.add_argument("--warmup-steps", type=int, default=2, help="steps excluded from each rate")
+    p.add_argument("--trl", action=argparse.BooleanOptionalAction, default=None,
+                   help="TRL SFTTrainer as a third side (default: when trl imports)")
     p.add_argument("--plain-hf", action="store_true", help="also time HF Trainer without length grouping, once")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.threads:
         torch.set_num_threads(args.threads)
-    result: dict = {"model": args.model, "examples": args.examples, "batch_size": args.batch_size,
+    from pipelines.benches.trl_side import version
+
+    result: dict = {"trl": version(), "model": args.model, "examples": args.examples, "batch_size": args.batch_size,
                     "threads": torch.get_num_threads(), "repeats": args.repeats, "warmup_steps": args.warmup_steps}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -81,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         files = [str(root / "d.parquet")]
         cfg = TrainConfig(model=resolve_model(args.model), batch_size=args.batch_size, learning_rate=1e-4, warmup_ratio=0.0,
                           max_length=1024, save_every_steps=10_000, lr_scheduler="linear")
-        runs, _, _, _ = compare_training(cfg, files, root, args.repeats, args.warmup_steps)
+        runs, _, _, _ = compare_training(cfg, files, root, args.repeats, args.warmup_steps, with_trl=args.trl)
         for side, rs in runs.items():
             result[side] = {"tokens_per_s": _spread([r["tokens_per_s"] for r in rs]),
                             "pad_fraction": rs[-1]["pad_fraction"], "steps": rs[-1]["steps"]}
@@ -89,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
             plain = run_hf_trainer(cfg, files, root / "plain")
             result["hf_trainer_no_grouping"] = {k: plain[k] for k in ("tokens_per_s", "pad_fraction", "steps")}
     result["ratio_median"] = result["ours"]["tokens_per_s"]["median"] / result["hf_trainer"]["tokens_per_s"]["median"]
+    if "trl_sft" in result:
+        result["ratio_vs_trl_median"] = result["ours"]["tokens_per_s"]["median"] / result["trl_sft"]["tokens_per_s"]["median"]
     result["targets"] = {"ratio_ge_1": result["ratio_median"] >= 1.0, "padding_le_10pct": result["ours"]["pad_fraction"] <= 0.10}
     print(json.dumps(result, indent=2))
     return 0

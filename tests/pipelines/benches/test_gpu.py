@@ -8,10 +8,12 @@ module small enough to count by hand.
 from __future__ import annotations
 
 import json
+import sys
 
 import torch
 
 from pipelines.benches import gpu as gpu_bench
+from pipelines.benches import trl_side
 
 
 class _Toy(torch.nn.Module):
@@ -39,7 +41,9 @@ def test_dry_run_prints_one_json_line_of_figures(capsys):
     assert len(lines) == 1
     res = json.loads(lines[0])
     assert res["dry_run"] and res["size"] == "tiny"
-    for side in ("ours", "hf_trainer"):
+    sides = ("ours", "hf_trainer", "trl_sft") if trl_side.available() else ("ours", "hf_trainer")
+    assert res["trl"] == trl_side.version() and ("trl_sft" in res) == trl_side.available()
+    for side in sides:
         spread = res[side]["tokens_per_s"]
         assert 0 < spread["min"] <= spread["median"] <= spread["max"]
         assert 0 <= res[side]["pad_fraction"] < 1 and res[side]["steps"] == 3
@@ -47,3 +51,8 @@ def test_dry_run_prints_one_json_line_of_figures(capsys):
     eng = res["engine_transformers"]
     assert eng["images"] == 2 and eng["images_per_s"] > 0 and eng["output_tokens_per_s"] > 0
     assert res["vllm"] in ("not installed",) or res["vllm"].startswith("installed")
+
+
+def test_trl_is_optional(monkeypatch):
+    monkeypatch.setitem(sys.modules, "trl", None)  # what an environment without trl looks like to `import trl`
+    assert trl_side.version() == "not installed" and not trl_side.available()
