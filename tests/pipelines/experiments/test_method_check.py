@@ -71,12 +71,12 @@ def test_quick_method_check_does_not_collapse_the_model(tmp_path):
     """The fast version (`--quick`): the full run's data (160 caption images) and test set (32 images), base
     vs filtered single-stage SFT only, seed 0, at the learning rate the full run chose on validation (1e-4).
 
-    Asserted: what the full run (docs/method-check.md, re-run after the fidelity fixes) supports. It supports no
-    "filtered > base" direction any more (filtered - base = -0.024 +- 0.025 over three seeds: the earlier gain was
-    answer format, which the fixed scoring no longer rewards), so the test asserts that the method does not collapse
-    the model: filtered > base - COLLAPSE_MARGIN, the mean gap minus three seed standard deviations; a collapsed
-    run (the fixed-rate 1e-3 run of the record lost 0.12 against its base) fails it. Also asserted: nothing is
-    lost on the way, and the judge rejects more synthesized tasks than it keeps (97 of 154 in the full run).
+    Asserted: what the full run (docs/method-check.md, issue 17 re-run with judge recipe 2) supports. It supports
+    no "filtered > base" direction (filtered - base = -0.014 +- 0.012 over three seeds; the oracle ceiling itself is
+    at the base, 0.296 +- 0.005, so no direction can show at this size), so the test asserts that the method does not
+    collapse the model: filtered > base - COLLAPSE_MARGIN, the mean gap minus three seed standard deviations; a
+    collapsed run (the fixed-rate 1e-3 run of the record lost 0.12 against its base) fails it. Also asserted: nothing
+    is lost on the way, and the judge rejects more synthesized tasks than it keeps (110 of 154 in the full run).
     Needs the miniworld models (built once and cached; the generalist takes ~17 min of CPU cold).
     """
     result = experiment.run(experiment.MethodCheckConfig(out=str(tmp_path / "mc"), **cli.QUICK))
@@ -90,7 +90,7 @@ def test_quick_method_check_does_not_collapse_the_model(tmp_path):
     assert saved["table"] == json.loads(json.dumps(table))
 
 
-COLLAPSE_MARGIN = 0.1  # full run: filtered - base = -0.024 +- 0.025 (3 seeds); -0.024 - 3 * 0.025 ~ -0.1
+COLLAPSE_MARGIN = 0.05  # full run: filtered - base = -0.014 +- 0.012 (3 seeds); -0.014 - 3 * 0.012 = -0.050
 
 
 def test_batched_engine_matches_the_one_at_a_time_engine(tiny_vlm_path):
