@@ -37,8 +37,20 @@ ROOT = Path(__file__).resolve().parents[2]  # the repository root (this file is 
 USER = "<image>Describe the image."
 
 
-def _sample(pid: int) -> tuple[int, int, int]:
-    """(driver USS, driver PSS, PSS summed over the rest of the tree) in bytes; 0s once the process is gone."""
+def _status_kib(pid: int, keys: tuple[str, ...] = ("RssAnon", "RssShmem")) -> list[int]:
+    """The driver's private heap (RssAnon) and its mapped shared memory (RssShmem: Ray's object store pages it
+    has read), in bytes, from /proc (Linux; 0s elsewhere). USS counts both, so it cannot tell a heap that grows
+    from object-store pages the driver touched once."""
+    try:
+        fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+        return [int(fields[k].split()[0]) * 1024 for k in keys]
+    except (OSError, KeyError, ValueError):
+        return [0 for _ in keys]
+
+
+def _sample(pid: int) -> tuple[int, ...]:
+    """(driver USS, driver PSS, PSS summed over the rest of the tree, driver RssAnon, driver RssShmem) in bytes;
+    0s once the process is gone."""
     import psutil
 
     try:
@@ -46,14 +58,14 @@ def _sample(pid: int) -> tuple[int, int, int]:
         kids = root.children(recursive=True)
         info = root.memory_full_info()
     except psutil.Error:
-        return 0, 0, 0
+        return 0, 0, 0, 0, 0
     rest = 0
     for k in kids:
         try:
             rest += k.memory_full_info().pss
         except psutil.Error:
             pass
-    return info.uss, info.pss, rest
+    return (info.uss, info.pss, rest, *_status_kib(pid))
 
 
 def measured_run(cmd: list[str], env: dict[str, str] | None = None, interval: float = 0.25) -> dict[str, Any]:
@@ -61,7 +73,7 @@ def measured_run(cmd: list[str], env: dict[str, str] | None = None, interval: fl
     t0 = time.monotonic()
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env)
-        peak = [0, 0, 0]
+        peak = [0, 0, 0, 0, 0]
         while proc.poll() is None:
             peak = [max(a, b) for a, b in zip(peak, _sample(proc.pid))]
             time.sleep(interval)
@@ -71,7 +83,7 @@ def measured_run(cmd: list[str], env: dict[str, str] | None = None, interval: fl
             raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {tail}")
     mib = lambda b: round(b / 2**20, 1)
     return {"driver_uss_mib": mib(peak[0]), "driver_pss_mib": mib(peak[1]), "workers_pss_mib": mib(peak[2]),
-            "wall_s": round(time.monotonic() - t0, 1)}
+            "driver_anon_mib": mib(peak[3]), "driver_shmem_mib": mib(peak[4]), "wall_s": round(time.monotonic() - t0, 1)}
 
 
 def _cli(src: Path, out: Path, fmt: str, extra: list[str]) -> list[str]:
@@ -204,7 +216,8 @@ def marginal(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
         rs = sorted((r for r in runs if r["format"] == fmt), key=lambda r: r["images"])
         lo, hi = rs[0], rs[-1]
         d = (hi["images"] - lo["images"]) / 1000
-        out[fmt] = {k: round((hi[k] - lo[k]) / d, 1) for k in ("driver_uss_mib", "workers_pss_mib")}
+        out[fmt] = {k: round((hi[k] - lo[k]) / d, 1)
+                    for k in ("driver_uss_mib", "driver_anon_mib", "driver_shmem_mib", "workers_pss_mib") if k in hi}
     return out
 
 
