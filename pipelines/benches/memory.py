@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[2]  # the repository root (this file is 
 USER = "<image>Describe the image."
 
 
-def _status_kib(pid: int, keys: tuple[str, ...] = ("RssAnon", "RssShmem")) -> list[int]:
+def _status_bytes(pid: int, keys: tuple[str, ...] = ("RssAnon", "RssShmem")) -> list[int]:
     """The driver's private heap (RssAnon) and its mapped shared memory (RssShmem: Ray's object store pages it
     has read), in bytes, from /proc (Linux; 0s elsewhere). USS counts both, so it cannot tell a heap that grows
     from object-store pages the driver touched once."""
@@ -65,7 +65,7 @@ def _sample(pid: int) -> tuple[int, ...]:
             rest += k.memory_full_info().pss
         except psutil.Error:
             pass
-    return (info.uss, info.pss, rest, *_status_kib(pid))
+    return (info.uss, info.pss, rest, *_status_bytes(pid))
 
 
 def measured_run(cmd: list[str], env: dict[str, str] | None = None, interval: float = 0.25) -> dict[str, Any]:

@@ -120,9 +120,11 @@ def oracle_data(cfg: MethodCheckConfig, input_json: Path, dest: Path) -> dict[st
     """The oracle data set, composed and mixed with minimed.yaml's compose and mix settings."""
     from pipelines.experiments.method_check.oracle import write_oracle_data
 
+    from pipelines.config import load_config
+
     t0 = time.perf_counter()
-    base = run_config("filtered", cfg, input_json, Path("unused"), Path("unused"))
-    write_oracle_data(input_json, dest, base.mix, base.compose, cfg.oracle_tasks_per_image)
+    settings = load_config("minimed", overrides=DATA_RUNS["filtered"])  # the method's compose and mix settings
+    write_oracle_data(input_json, dest, settings.mix, settings.compose, cfg.oracle_tasks_per_image)
     return {"dir": str(dest), "wall_s": round(time.perf_counter() - t0, 1),
             "stages": {"oracle": {"in": cfg.n_domain, "tasks_per_image": cfg.oracle_tasks_per_image}}}
 

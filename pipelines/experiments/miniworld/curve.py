@@ -97,3 +97,45 @@ class CopyCurveRecipe(SynthesizerTuningRecipe):
         point = {"step": step, **{name: round(self.copy_accuracy(name), 4) for name in self._probes}}
         self.curve.append(point)
         log.info("copy curve %s", point)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m pipelines.experiments.miniworld.curve OUT [--copy N] [--epochs E] [--lr LR] [--every K]`: tune the
+    cached generalist on the synthesizer seed rows plus N swapped caption-only rows and print the copy curve
+    (a probe of a candidate synthesizer recipe; nothing is cached or shipped)."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    from pipelines.experiments.miniworld import data, models
+    from posttrain.config import TrainConfig
+
+    ap = argparse.ArgumentParser(prog="python -m pipelines.experiments.miniworld.curve", description=main.__doc__)
+    ap.add_argument("out", help="work folder (seed data, the tuned model)")
+    ap.add_argument("--copy", type=int, default=2000, help="swapped caption-only rows beside the seed rows")
+    ap.add_argument("--epochs", type=float, default=5.0)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--every", type=int, default=100, help="optimizer steps between curve points")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    seed = data.write_seed_data(out / "seed.parquet", models.N_SEED, n_copy=a.copy)
+    cfg = TrainConfig(method="synthesizer", model=str(models.ensure("generalist")), max_length=512, use_gpu=False,
+                      warmup_ratio=0.05, lr_scheduler="cosine", seed=models.SEED, save_every_steps=100_000,
+                      keep_checkpoints=1, blank_image_fraction=0.1, epochs=a.epochs, learning_rate=a.lr,
+                      batch_size=models.SYNTH_TUNE["batch_size"])
+    recipe = CopyCurveRecipe(cfg, [str(seed)], out / "model")
+    recipe.every = a.every
+    recipe.setup()
+    try:
+        recipe.curve.append({"step": 0, **{k: round(recipe.copy_accuracy(k), 4) for k in recipe._probes}})
+        recipe.train()
+    finally:
+        recipe.cleanup()
+    print(json.dumps(recipe.curve))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
