@@ -222,8 +222,12 @@ def run_dataset(cfg: RunConfig, out: Path, *, resume: bool = True, overwrite: bo
     sink = DatasetSink(out, manifest, domain=cfg.domain, rows_per_shard=cfg.rows_per_shard, on_row=bar,
                        done_index=index, stats=FilterStats)
     ds = build_dataset(cfg, done_index=str(index.sources_path) if index.n_sources else "")
-    for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
-        sink.add_batch(batch)
+    try:
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
+            sink.add_batch(batch)
+    except BaseException:
+        sink.abort()  # the uncommitted parts' temp files; committed parts stay for the resume
+        raise
     sink.close()
     bar.close()
     if cfg.mix.general_input and cfg.mix.general_fraction > 0 and not done:

@@ -31,6 +31,7 @@ TASK_STAGES = frozenset({"judge", "compose"})  # these stages count tasks, the o
 MAX_SAMPLES = 6  # dataset rows shown
 MAX_REJECTS_PER_REASON = 3
 MAX_SCAN_ROWS = 5000  # rows read per folder when looking for samples: bounds the cost on big runs
+_READ_BUFFER = 1 << 20  # stream column chunks from disk: a part's chunk of images can be gigabytes
 THUMB_PX = 224  # longest side of a sample image
 MAX_TEXT = 600  # characters of one message or reject field shown
 MAX_LOSS_POINTS = 1000
@@ -154,23 +155,52 @@ def line_svg(xs: Sequence[float], ys: Sequence[float], title: str, xlabel: str, 
 # -- reading OUT ---------------------------------------------------------------------------------
 
 
-def _iter_rows(paths: Sequence[Path], columns: list[str] | None = None) -> Iterator[dict[str, Any]]:
-    """Rows of the given Parquet parts, at most MAX_SCAN_ROWS; an unreadable part is logged and skipped."""
+def _iter_rows(paths: Sequence[Path], columns: list[str] | None = None,
+               exclude: Sequence[str] = ()) -> Iterator[dict[str, Any]]:
+    """Rows of the given Parquet parts (all columns but `exclude`, or only `columns`), at most MAX_SCAN_ROWS, each
+    with `_part` / `_row` (where it is); an unreadable part is logged and skipped."""
     seen = 0
-    for p in paths:
+    for k, p in enumerate(paths):
         try:
-            pf = pq.ParquetFile(p)
-            names = set(pf.schema_arrow.names)
-            cols = [c for c in columns if c in names] if columns else None
+            pf = pq.ParquetFile(p, buffer_size=_READ_BUFFER)
+            names = [n for n in pf.schema_arrow.names if n not in exclude]
+            cols = [c for c in columns if c in names] if columns else names
+            offset = 0
             for batch in pf.iter_batches(batch_size=256, columns=cols):
-                for row in batch.to_pylist():
-                    yield row
+                for i, row in enumerate(batch.to_pylist()):
+                    yield {**row, "_part": k, "_row": offset + i}
                     seen += 1
                     if seen >= MAX_SCAN_ROWS:
                         return
+                offset += batch.num_rows
         except Exception as e:  # a report must still render when one part is damaged; the page says so
             log.warning("report: cannot read %s: %s", p, e)
             yield {"_unreadable": f"{p.name}: {type(e).__name__}: {e}"}
+
+
+def _images_of(paths: Sequence[Path], wanted: Sequence[tuple[int, int]]) -> dict[tuple[int, int], list]:
+    """The `images` cell of each (part, row) in `wanted`, read a few rows at a time and only up to the last
+    wanted row of a part: the scan for samples never holds a part's images (a dataset of large images would
+    otherwise put every image on the heap of the process that writes the report)."""
+    found: dict[tuple[int, int], list] = {}
+    by_part: dict[int, set[int]] = {}
+    for k, r in wanted:
+        by_part.setdefault(k, set()).add(r)
+    for k, rows in sorted(by_part.items()):
+        try:
+            pf = pq.ParquetFile(paths[k], buffer_size=_READ_BUFFER)
+            if "images" not in pf.schema_arrow.names:
+                continue
+            offset, last = 0, max(rows)
+            for batch in pf.iter_batches(batch_size=8, columns=["images"]):
+                for r in rows & set(range(offset, offset + batch.num_rows)):
+                    found[(k, r)] = batch.column(0)[r - offset].as_py() or []
+                offset += batch.num_rows
+                if offset > last:
+                    break
+        except Exception as e:  # the sample then shows no image; the scan already reported a broken part
+            log.warning("report: cannot read images of %s: %s", paths[k], e)
+    return found
 
 
 def _parts(out: Path, manifest: dict[str, Any], kind: str) -> list[Path]:
@@ -209,16 +239,21 @@ def _clip(s: Any, n: int = MAX_TEXT) -> str:
 def sample_rows(out: Path, manifest: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
     """Up to MAX_SAMPLES dataset rows, synthetic-task rows first, as view dicts; plus unreadable parts."""
     synthetic, caption, broken = [], [], []
-    for row in _iter_rows(_parts(out, manifest, "data")):
+    parts = _parts(out, manifest, "data")
+    for row in _iter_rows(parts, exclude=["images"]):
         if "_unreadable" in row:
             broken.append(row["_unreadable"])
             continue
-        (synthetic if int(row.get("n_synthetic") or 0) > 0 else caption).append(row)
+        group = synthetic if int(row.get("n_synthetic") or 0) > 0 else caption
+        if len(group) < MAX_SAMPLES:  # bounded: a caption-only run must not keep every row it scans
+            group.append(row)
         if len(synthetic) >= MAX_SAMPLES:
             break
+    chosen = (synthetic + caption)[:MAX_SAMPLES]
+    images_of = _images_of(parts, [(r["_part"], r["_row"]) for r in chosen])
     view = []
-    for row in (synthetic + caption)[:MAX_SAMPLES]:
-        images = [thumbnail_uri((im or {}).get("bytes")) for im in row.get("images") or []]
+    for row in chosen:
+        images = [thumbnail_uri((im or {}).get("bytes")) for im in images_of.get((row["_part"], row["_row"]), [])]
         turns = []
         for m in row.get("messages") or []:
             text = " ".join(c.get("text") or "" for c in m.get("content") or [] if c.get("type") == "text")

@@ -1,8 +1,9 @@
 """Driver-side sink: splits pipeline rows into dataset records and rejects, writes Parquet parts.
 
-Rows arrive as numpy batches from `Dataset.iter_batches`. The sink buffers up to `rows_per_shard`
-dataset records, then writes one data part per split and one rejects part (temp file + rename) and
-commits them, with the stage counts of exactly those rows, in the manifest.
+Rows arrive as numpy batches from `Dataset.iter_batches`. Records stream into one open part per split (and one
+rejects part), a row group at a time (`ParquetPart`: temp file, renamed at commit), so the driver holds one row
+group of images, not a shard; every `rows_per_shard` rows the parts are committed, with the stage counts of
+exactly those rows, in the manifest.
 """
 
 from __future__ import annotations
@@ -16,11 +17,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-import pyarrow as pa
 
-from pipelines.core.contract import DATASET_SCHEMA, REJECT_SCHEMA, caption_record, dataset_row, parquet_bytes
+from pipelines.core.contract import DATASET_SCHEMA, REJECT_SCHEMA, ParquetPart, caption_record, dataset_row
 from pipelines.core.faults import fault_point
-from pipelines.manifest import Manifest, atomic_write_bytes
+from pipelines.manifest import Manifest
 from pipelines.core.rows import batch_to_rows, reject, reject_records
 from pipelines.resume_index import DoneIndex
 
@@ -51,10 +51,6 @@ class NoStats:
 
     def as_dict(self) -> dict[str, Any]:
         return {}
-
-
-def write_parquet(path: Path, rows: list[dict[str, Any]], schema: pa.Schema) -> None:
-    atomic_write_bytes(path, parquet_bytes(rows, schema))
 
 
 class DatasetSink:
@@ -95,8 +91,7 @@ class DatasetSink:
         self.first_row_at: float | None = None
 
     def _reset_pending(self) -> None:
-        self.pending_records: dict[str, list[dict[str, Any]]] = {}
-        self.pending_rejects: list[dict[str, Any]] = []
+        self.pending_parts: dict[str, ParquetPart] = {}  # split -> its open data part; "" -> the rejects part
         self.pending_counts: dict[str, Counter] = {}
         self.pending_reasons: Counter = Counter()
         self.pending_tokens = Counter()
@@ -128,7 +123,7 @@ class DatasetSink:
         if self.first_row_at is None:
             self.first_row_at = time.time()
         for rec in reject_records(row):
-            self.pending_rejects.append(rec)
+            self._part("").add(rec)
             self.pending_reasons[(rec["stage"], rec["reason"])] += 1
         self.pending_tokens["prompt"] += int(row.get("n_prompt_tokens") or 0)
         self.pending_tokens["output"] += int(row.get("n_output_tokens") or 0)
@@ -137,7 +132,7 @@ class DatasetSink:
         if not row.get("reject_stage"):
             records = json.loads(row["records"]) if row.get("records") else [self.record_fn(row)]
             for rec in records:
-                self.pending_records.setdefault(rec.get("split", "train"), []).append(self._dataset_row(row, rec))
+                self._part(rec.get("split", "train")).add(self._dataset_row(row, rec))
         self.pending_stats.add_row(row)
         self.n_pending += 1
         self.totals["rows"] += 1
@@ -162,25 +157,28 @@ class DatasetSink:
         """Records that come from outside the pipeline (general data mixed in)."""
         for i, rec in enumerate(records):
             row = {"id": f"{id_prefix}-{i}", "source_id": rec.get("source_id", id_prefix), "image": b""}
-            self.pending_records.setdefault(rec.get("split", "train"), []).append(self._dataset_row(row, rec))
+            self._part(rec.get("split", "train")).add(self._dataset_row(row, rec))
         self.flush()
 
     # -- commit ----------------------------------------------------------------------------------
 
+    def _part(self, split: str) -> ParquetPart:
+        """The open part of `split` ("" = rejects) for the current shard, opened on its first row."""
+        part = self.pending_parts.get(split)
+        if part is None:
+            name = f"rejects/rejects-{self.seq:05d}" if split == "" else f"data/{split}-{self.seq:05d}"
+            part = self.pending_parts[split] = ParquetPart(self.out / f"{name}-{self.run_tag}.parquet",
+                                                           REJECT_SCHEMA if split == "" else DATASET_SCHEMA)
+        return part
+
     def flush(self) -> None:
-        if not self.n_pending and not self.pending_records:
+        if not self.n_pending and not self.pending_parts:
             return
         new: dict[str, list[Path]] = {"data": [], "rejects": []}
-        for split, recs in sorted(self.pending_records.items()):
-            if recs:
-                path = self.out / "data" / f"{split}-{self.seq:05d}-{self.run_tag}.parquet"
-                write_parquet(path, recs, DATASET_SCHEMA)
-                new["data"].append(path)
-                self.totals[f"records_{split}"] += len(recs)
-        if self.pending_rejects:
-            path = self.out / "rejects" / f"rejects-{self.seq:05d}-{self.run_tag}.parquet"
-            write_parquet(path, self.pending_rejects, REJECT_SCHEMA)
-            new["rejects"].append(path)
+        for split, part in sorted(self.pending_parts.items()):
+            new["rejects" if split == "" else "data"].append(part.commit())
+            if split:
+                self.totals[f"records_{split}"] += part.n_rows
         self.seq += 1
         fault_point("sink.before_commit")
         self.manifest.add_counts({s: dict(c) for s, c in self.pending_counts.items()})
@@ -199,3 +197,9 @@ class DatasetSink:
         self.flush()
         if self.own_index:
             self.seen.close()
+
+    def abort(self) -> None:
+        """Drop the open parts (their temp files) without committing: the run failed."""
+        for part in self.pending_parts.values():
+            part.discard()
+        self.pending_parts = {}

@@ -13,8 +13,11 @@ orders by it, so it is a column (not only a part-file name).
 from __future__ import annotations
 
 import io
+import os
 import re
+import tempfile
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -110,16 +113,85 @@ def dataset_row(*, id: str, images: Sequence[Any], messages: list[dict[str, Any]
     }
 
 
-def parquet_bytes(rows: list[dict[str, Any]], schema: pa.Schema) -> bytes:
-    """Rows as one zstd Parquet file in memory (callers write it atomically)."""
-    sink = pa.BufferOutputStream()
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), sink, compression="zstd")
-    return sink.getvalue().to_pybytes()
+# Row groups of image data stay small so a reader (the trainer's loader, the report's sample) touches a few images
+# at a time; HF `datasets` writes image datasets in row groups of 100 rows for the same reason.
+ROW_GROUP_ROWS = 100
+ROW_GROUP_BYTES = 64 << 20
+
+
+def _dictionary_columns(schema: pa.Schema) -> list[str]:
+    """Leaf column paths of `schema` except image bytes and paths."""
+    buf = pa.BufferOutputStream()
+    pq.write_table(schema.empty_table(), buf)
+    leaves = pq.read_metadata(pa.BufferReader(buf.getvalue())).schema
+    return [leaves.column(i).path for i in range(len(leaves)) if not leaves.column(i).path.startswith("images.")]
+
+
+def _row_bytes(row: Mapping[str, Any]) -> int:
+    return sum(len(im.get("bytes") or b"") for im in row.get("images") or ()) + 512
+
+
+class ParquetPart:
+    """One zstd Parquet part written while rows arrive: a row group goes to a temp file beside `path` every
+    ROW_GROUP_ROWS rows or ROW_GROUP_BYTES of images, so memory holds one row group, never the part; `commit()`
+    fsyncs and renames it to `path` (a crash leaves only a dot-named temp file, which the manifest's orphan
+    sweep removes); `discard()` deletes it. Images are never dictionary-encoded (every value is unique)."""
+
+    def __init__(self, path: Any, schema: pa.Schema):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        os.close(fd)
+        self.tmp = Path(tmp)
+        self.schema = schema
+        self.writer = pq.ParquetWriter(str(self.tmp), schema, compression="zstd", use_dictionary=_dictionary_columns(schema))
+        self.rows: list[dict[str, Any]] = []
+        self.bytes = 0
+        self.n_rows = 0
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        self.bytes += _row_bytes(row)
+        self.n_rows += 1
+        if len(self.rows) >= ROW_GROUP_ROWS or self.bytes >= ROW_GROUP_BYTES:
+            self._write_group()
+
+    def _write_group(self) -> None:
+        if self.rows:
+            self.writer.write_table(pa.Table.from_pylist(self.rows, schema=self.schema))
+        self.rows, self.bytes = [], 0
+
+    def commit(self) -> Path:
+        self._write_group()
+        self.writer.close()
+        with open(self.tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self.tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide a shared dataset from its readers
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def discard(self) -> None:
+        try:
+            self.writer.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+
+def write_rows(path: Any, rows: Sequence[dict[str, Any]], schema: pa.Schema) -> Path:
+    """Rows as one Parquet part at `path` (atomically, in bounded row groups)."""
+    part = ParquetPart(path, schema)
+    try:
+        for row in rows:
+            part.add(row)
+        return part.commit()
+    except BaseException:
+        part.discard()
+        raise
 
 
 def write_dataset(path: Any, examples: Sequence[Mapping[str, Any]]) -> None:
     """Write examples (`dataset_row` keyword dicts: id, images, messages, ...) as a dataset part, for tests,
     benchmarks and fixtures; the pipeline's sink writes the same schema."""
-    rows = [dataset_row(**{k: v for k, v in e.items()}) for e in examples]
-    with open(path, "wb") as fh:
-        fh.write(parquet_bytes(rows, DATASET_SCHEMA))
+    write_rows(path, [dataset_row(**{k: v for k, v in e.items()}) for e in examples], DATASET_SCHEMA)

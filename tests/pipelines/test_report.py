@@ -240,3 +240,46 @@ def test_filter_stats_from_older_per_run_manifests(tmp_path):
     page = write_report(out).read_text()
     assert "over 2 final rows" in page
     assert "<td class=\"l\">judge/judge_no</td><td>10</td>" in page
+
+
+_SAMPLE_IN_FRESH_PROCESS = """
+import json, sys
+from pathlib import Path
+from pipelines.report import sample_rows
+def hwm():
+    return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) * 1024
+out = Path(sys.argv[1])
+base = hwm()
+view, broken = sample_rows(out, json.loads((out / "manifest.json").read_text()))
+print(json.dumps({"growth": hwm() - base, "n": len(view), "images": [len(v["images"]) for v in view]}))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the peak RSS from /proc")
+def test_sampling_a_caption_only_dataset_holds_a_row_group_not_the_dataset(tmp_path):
+    """A caption-only run has no synthetic rows to stop the scan early: the report read every row it scanned,
+    images included, and kept them (1.2 MiB per ingested image on the driver of a 400-image run). Now the scan
+    skips the images column and only the chosen rows' images are read, a row group at a time."""
+    import numpy as np
+
+    from pipelines.core.contract import DATASET_SCHEMA, write_rows
+
+    rng = np.random.default_rng(0)
+    noise = []
+    for _ in range(16):  # 16 distinct incompressible images, reused: writing 2,400 PNGs would dominate the test
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)).save(buf, format="PNG")
+        noise.append(buf.getvalue())
+    out = tmp_path / "out"
+    parts = []
+    for k in range(2):
+        rows = [data_row(k * 2400 + i, synthetic=False, image=noise[i % 16]) for i in range(2400)]
+        parts.append(write_rows(out / "data" / f"train-{k:05d}.parquet", rows, DATASET_SCHEMA))
+    (out / "manifest.json").write_text(json.dumps({"parts": {"data": [str(p.relative_to(out)) for p in parts]}}))
+    dataset_bytes = 4800 * len(noise[0])  # ~236 MiB of image bytes
+    res = subprocess.run([os.sys.executable, "-c", _SAMPLE_IN_FRESH_PROCESS, str(out)], capture_output=True,
+                         text=True, check=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    assert got["n"] == MAX_SAMPLES and got["images"] == [1] * MAX_SAMPLES
+    # the old scan held every scanned row (growth ~2x the dataset's bytes); now ~58 MiB: imports, one row group
+    assert got["growth"] < dataset_bytes / 3, got
