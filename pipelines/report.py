@@ -21,7 +21,8 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from pipelines.manifest import MANIFEST, STAGE_ORDER, atomic_write_bytes
+from pipelines.core.files import atomic_write_bytes
+from pipelines.manifest import MANIFEST, STAGE_ORDER
 from pipelines.timing import run_figures
 
 log = logging.getLogger(__name__)
@@ -155,16 +156,14 @@ def line_svg(xs: Sequence[float], ys: Sequence[float], title: str, xlabel: str, 
 # -- reading OUT ---------------------------------------------------------------------------------
 
 
-def _iter_rows(paths: Sequence[Path], columns: list[str] | None = None,
-               exclude: Sequence[str] = ()) -> Iterator[dict[str, Any]]:
-    """Rows of the given Parquet parts (all columns but `exclude`, or only `columns`), at most MAX_SCAN_ROWS, each
-    with `_part` / `_row` (where it is); an unreadable part is logged and skipped."""
+def _iter_rows(paths: Sequence[Path], exclude: Sequence[str] = ()) -> Iterator[dict[str, Any]]:
+    """Rows of the given Parquet parts (all columns but `exclude`), at most MAX_SCAN_ROWS, each with `_part` /
+    `_row` (where it is); an unreadable part is logged and skipped."""
     seen = 0
     for k, p in enumerate(paths):
         try:
             pf = pq.ParquetFile(p, buffer_size=_READ_BUFFER)
-            names = [n for n in pf.schema_arrow.names if n not in exclude]
-            cols = [c for c in columns if c in names] if columns else names
+            cols = [n for n in pf.schema_arrow.names if n not in exclude]
             offset = 0
             for batch in pf.iter_batches(batch_size=256, columns=cols):
                 for i, row in enumerate(batch.to_pylist()):

@@ -12,10 +12,9 @@ orders by it, so it is a column (not only a part-file name).
 
 from __future__ import annotations
 
+import functools
 import io
-import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 from datasets import Features, Image, List, Value
+
+from pipelines.core.files import publish, temp_beside
 
 from pipelines.core.rows import REJECT_COLUMNS
 
@@ -119,6 +120,7 @@ ROW_GROUP_ROWS = 100
 ROW_GROUP_BYTES = 64 << 20
 
 
+@functools.cache
 def _dictionary_columns(schema: pa.Schema) -> list[str]:
     """Leaf column paths of `schema` except image bytes and paths."""
     buf = pa.BufferOutputStream()
@@ -139,10 +141,7 @@ class ParquetPart:
 
     def __init__(self, path: Any, schema: pa.Schema):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        os.close(fd)
-        self.tmp = Path(tmp)
+        self.tmp = temp_beside(self.path)
         self.schema = schema
         self.writer = pq.ParquetWriter(str(self.tmp), schema, compression="zstd", use_dictionary=_dictionary_columns(schema))
         self.rows: list[dict[str, Any]] = []
@@ -164,13 +163,7 @@ class ParquetPart:
     def commit(self) -> Path:
         self._write_group()
         self.writer.close()
-        with open(self.tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(self.tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide a shared dataset from its readers
-        os.replace(self.tmp, self.path)
-        return self.path
+        return publish(self.tmp, self.path)
 
     def discard(self) -> None:
         try:
