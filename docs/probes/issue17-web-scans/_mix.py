@@ -1,0 +1,58 @@
+"""Shared pieces of the probe scripts: web-like scan rows, informative-form general rows, one training run."""
+import random
+import time
+from pathlib import Path
+
+from pipelines.core.contract import messages, write_dataset
+from pipelines.experiments.miniworld import data, worlds
+from pipelines.fixtures.sample_data import make_item
+from posttrain.config import TrainConfig
+from posttrain.train import train
+
+FORMS = ["{A} {m} image of the {r}.", "{M} of the {r}.", "{M} scan showing the {r}.", "The {r} on {m}."]
+
+
+def _art(w):
+    return "an" if w[0].lower() in "aeiou" or w.startswith("X-") or w == "MRI" else "a"
+
+
+def web_rows(n, seed, rng):
+    """Scans with web-like alt-text: modality and region only, no findings."""
+    rows = []
+    for i in range(n):
+        a, img, _ = make_item("biomed", i, seed, image_size=64)
+        m, r = a["modality"], a["region"]
+        cap = rng.choice(FORMS).format(A=_art(m).capitalize(), m=m, M=m if m != "ultrasound" else "Ultrasound", r=r)
+        rows.append({"id": f"web-{i}", "images": [img], "messages": messages([(data.CAPTION_PROMPT, cap)]),
+                     "task_kind": "general", "split": "train"})
+    return rows
+
+
+def conversation(i, img, turns, rng, prefix):
+    first = turns.pop(rng.randrange(len(turns)))
+    return {"id": f"{prefix}-{i}", "images": [img], "messages": messages([first, *turns]), "task_kind": "general",
+            "split": "train"}
+
+
+def informative_rows(n, rng, seed=17):
+    """General questions answered in the informative form (no short-answer suffix), with the caption."""
+    rows = []
+    for i in range(n):
+        attrs, img, cap = worlds.make_general(i, seed=seed)
+        tasks = rng.sample(worlds.general_tasks(attrs, rng), 2)
+        turns = [(data.CAPTION_PROMPT, cap), *[(t["instruction"], t["informative"]) for t in tasks]]
+        rows.append(conversation(i, img, turns, rng, "inf"))
+    return rows
+
+
+def train_on(rows, init, epochs, lr, out: Path):
+    out.mkdir(parents=True, exist_ok=True)
+    random.Random(0).shuffle(rows)
+    (out / "data").mkdir(exist_ok=True)
+    write_dataset(str(out / "data" / "train-00000.parquet"), rows)
+    tc = TrainConfig(method="sft", model=str(init), epochs=epochs, learning_rate=lr, batch_size=16, max_length=512,
+                     use_gpu=False, warmup_ratio=0.05, seed=0, save_every_steps=100_000, keep_checkpoints=1)
+    t0 = time.time()
+    m = train(tc, out / "data", out / "model")
+    (out / "model" / "miniworld_build.json").write_text("{}")  # lets the method check load it as a generalist
+    print("train", {k: m.get(k) for k in ("step", "final_loss")}, round(time.time() - t0), flush=True)
