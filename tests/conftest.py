@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, settings
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 # Explicit from the first Ray import on, as the CLI sets it (pipelines/run.py). Left unset, ray.init switches a
-# process to token auth part-way (Ray 2.59+), and a process whose Ray config was read before that switch starts a
-# token-auth GCS it then cannot talk to ("Failed to start GCS ... InvalidAuthToken", seen with 3 test workers).
+# process to token auth part-way (Ray 2.59+); the likely cause of a token-auth GCS its own process could not talk to
+# ("Failed to start GCS ... InvalidAuthToken", seen once with 3 test workers).
 os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 # Timing is not what the property tests check: on a shared 2-core machine input generation can be slow.
