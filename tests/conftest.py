@@ -21,9 +21,10 @@ settings.load_profile("shared-cpu")
 
 def pytest_configure(config):
     """Create Ray's per-user auth token (~/.ray/auth_token) once, before `make test`'s worker processes start
-    local clusters side by side: each would otherwise generate and write it when it finds none."""
-    if hasattr(config, "workerinput"):  # an xdist worker: the controller has done it
-        return
+    local clusters side by side: each would otherwise generate and write it when it finds none. Only then: the
+    import costs every pytest start about a second."""
+    if hasattr(config, "workerinput") or not config.getoption("numprocesses", None):
+        return  # an xdist worker (the controller has done it), or one process, where Ray creates it unraced
     try:
         from ray._private.authentication.authentication_token_setup import ensure_token_if_auth_enabled
     except ImportError:  # another Ray version: it creates the token itself at ray.init

@@ -24,7 +24,6 @@ import pyarrow.parquet as pq
 from datasets import Features, Image, List, Value
 
 from pipelines.core.files import publish, temp_beside
-
 from pipelines.core.rows import REJECT_COLUMNS
 
 SPLITS = ("train", "stage1", "stage2")

@@ -6,14 +6,11 @@ from pathlib import Path
 from pipelines.core.contract import messages, write_dataset
 from pipelines.experiments.miniworld import data, worlds
 from pipelines.fixtures.sample_data import make_item
+from pipelines.fixtures.sample_data.common import article
 from posttrain.config import TrainConfig
 from posttrain.train import train
 
 FORMS = ["{A} {m} image of the {r}.", "{M} of the {r}.", "{M} scan showing the {r}.", "The {r} on {m}."]
-
-
-def _art(w):
-    return "an" if w[0].lower() in "aeiou" or w.startswith("X-") or w == "MRI" else "a"
 
 
 def web_rows(n, seed, rng):
@@ -22,7 +19,7 @@ def web_rows(n, seed, rng):
     for i in range(n):
         a, img, _ = make_item("biomed", i, seed, image_size=64)
         m, r = a["modality"], a["region"]
-        cap = rng.choice(FORMS).format(A=_art(m).capitalize(), m=m, M=m if m != "ultrasound" else "Ultrasound", r=r)
+        cap = rng.choice(FORMS).format(A=article(m).capitalize(), m=m, M=m if m != "ultrasound" else "Ultrasound", r=r)
         rows.append({"id": f"web-{i}", "images": [img], "messages": messages([(data.CAPTION_PROMPT, cap)]),
                      "task_kind": "general", "split": "train"})
     return rows
