@@ -53,3 +53,21 @@ def train_on(rows, init, epochs, lr, out: Path):
     m = train(tc, out / "data", out / "model")
     (out / "model" / "miniworld_build.json").write_text("{}")  # lets the method check load it as a generalist
     print("train", {k: m.get(k) for k in ("step", "final_loss")}, round(time.time() - t0), flush=True)
+
+
+def image_tokens(model_dir, seed, n):
+    """The 16 image tokens a model's language side receives for n scans of `seed`: (n, 16, hidden), attributes."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    proc = AutoProcessor.from_pretrained(model_dir)
+    m = AutoModelForImageTextToText.from_pretrained(model_dir).eval()
+    X, Y = [], []
+    for i in range(n):
+        a, img, _ = make_item("biomed", i, seed, image_size=64)
+        pv = proc.image_processor(img, return_tensors="pt")
+        with torch.no_grad():
+            t = m.model.get_image_features(pv["pixel_values"], pv.get("pixel_attention_mask"))
+        t = t if torch.is_tensor(t) else t[0]
+        X.append(t.reshape(16, -1).float()); Y.append(a)
+    return torch.stack(X), Y

@@ -1,21 +1,12 @@
 """Linear probe: are modality / region / count / any-finding linearly readable from the generalist's image tokens?"""
 import sys, numpy as np, torch
 from pipelines.experiments.miniworld import models
-from pipelines.fixtures.sample_data import make_item
-from transformers import AutoProcessor, AutoModelForImageTextToText
+from _mix import image_tokens
 which = sys.argv[1] if len(sys.argv) > 1 else "generalist"
 d = models.ensure(which)
-proc = AutoProcessor.from_pretrained(d); m = AutoModelForImageTextToText.from_pretrained(d).eval()
 def feats(seed, n):
-    X, Y = [], []
-    for i in range(n):
-        a, img, _ = make_item("biomed", i, seed, image_size=64)
-        pv = proc.image_processor(img, return_tensors="pt")
-        with torch.no_grad():
-            t = m.model.get_image_features(pv["pixel_values"], pv.get("pixel_attention_mask"))
-        t = t if torch.is_tensor(t) else t[0]
-        X.append(t.reshape(-1).float().numpy()); Y.append(a)
-    return np.stack(X), Y
+    X, Y = image_tokens(d, seed, n)
+    return X.reshape(n, -1).numpy(), Y
 Xtr, Atr = feats(30, 600); Xte, Ate = feats(31, 200)
 mu, sd = Xtr.mean(0), Xtr.std(0) + 1e-6
 if "raw" not in sys.argv[2:]:  # standardised features; "raw" probes what the language model receives
