@@ -1,4 +1,5 @@
-"""Shared pieces of the probe scripts: web-like scan rows, informative-form general rows, one training run."""
+"""Shared pieces of the probe scripts: web-like scan rows, informative-form general rows, one training run, a probe
+model in the generalist's place, greedy answers and image tokens of a model."""
 import random
 import time
 from pathlib import Path
@@ -47,10 +48,15 @@ def train_on(rows, init, epochs, lr, out: Path):
     random.Random(0).shuffle(rows)
     (out / "data").mkdir(exist_ok=True)
     write_dataset(str(out / "data" / "train-00000.parquet"), rows)
+    train_dir(out / "data", init, epochs, lr, out)
+
+
+def train_dir(data_dir: Path, init, epochs, lr, out: Path, seed=0):
+    """SFT of `init` on the dataset in `data_dir`; the model lands in OUT/model, loadable as a generalist."""
     tc = TrainConfig(method="sft", model=str(init), epochs=epochs, learning_rate=lr, batch_size=16, max_length=512,
-                     use_gpu=False, warmup_ratio=0.05, seed=0, save_every_steps=100_000, keep_checkpoints=1)
+                     use_gpu=False, warmup_ratio=0.05, seed=seed, save_every_steps=100_000, keep_checkpoints=1)
     t0 = time.time()
-    m = train(tc, out / "data", out / "model")
+    m = train(tc, data_dir, out / "model")
     (out / "model" / "miniworld_build.json").write_text("{}")  # lets the method check load it as a generalist
     print("train", {k: m.get(k) for k in ("step", "final_loss")}, round(time.time() - t0), flush=True)
 
@@ -58,10 +64,8 @@ def train_on(rows, init, epochs, lr, out: Path):
 def image_tokens(model_dir, seed, n):
     """The 16 image tokens a model's language side receives for n scans of `seed`: (n, 16, hidden), attributes."""
     import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    proc = AutoProcessor.from_pretrained(model_dir)
-    m = AutoModelForImageTextToText.from_pretrained(model_dir).eval()
+    proc, m = load_vlm(model_dir)
     X, Y = [], []
     for i in range(n):
         a, img, _ = make_item("biomed", i, seed, image_size=64)
@@ -71,3 +75,28 @@ def image_tokens(model_dir, seed, n):
         t = t if torch.is_tensor(t) else t[0]
         X.append(t.reshape(16, -1).float()); Y.append(a)
     return torch.stack(X), Y
+
+
+def use_generalist(path):
+    """Make the method check take the model at `path` as its generalist (the other miniworld models as built)."""
+    from pipelines.experiments.miniworld import models
+
+    orig = models.ensure
+    models.ensure = lambda name: Path(path) if name == "generalist" else orig(name)
+
+
+def load_vlm(model_dir):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    return AutoProcessor.from_pretrained(model_dir), AutoModelForImageTextToText.from_pretrained(model_dir).eval()
+
+
+def ask(proc, model, img, prompt, max_new_tokens):
+    """The model's greedy answer to `prompt` about `img`, in its chat template."""
+    import torch
+
+    msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+    inp = proc(text=proc.apply_chat_template(msgs, add_generation_prompt=True), images=[img], return_tensors="pt")
+    with torch.no_grad():
+        out = model.generate(**inp, max_new_tokens=max_new_tokens, do_sample=False)
+    return proc.decode(out[0, inp["input_ids"].shape[1]:], skip_special_tokens=True)

@@ -5,23 +5,16 @@ Args: JUDGE_MODEL DATA_RUN_DIR. Prints the share of consistent tasks judged `yes
 import sys, json, glob
 import pyarrow.parquet as pq
 from filters.compose import states_conclusion
-from filters.judge import CHOICES, label_of, render
-from pipelines.core.engines import GenRequest, SamplingSettings, make_engine
-from pipelines.core.resources import EngineResources
-from pipelines.experiments.miniworld import data
+from pipelines.experiments.method_check.evaluation import judge_labeller
 
 judge, run_dir = sys.argv[1], sys.argv[2]
 rows = [r for f in glob.glob(f"{run_dir}/rejects/*.parquet") for r in pq.read_table(f).to_pylist() if r["stage"] == "judge"]
 triplets = [{k: r[k] for k in ("instruction", "informative", "precise")} for r in rows]
 if not triplets:
     sys.exit(f"no judge-stage triplets under {run_dir}/rejects")
-template = data.judge_template()
-engine = make_engine(judge, EngineResources(engine="transformers", device="cpu"), sampling=SamplingSettings(max_tokens=4),
-                     multimodal=False, max_model_len=1024)
-res = engine.generate([GenRequest(render(template, t["instruction"], t["informative"], t["precise"]), choices=list(CHOICES))
-                       for t in triplets])
+with judge_labeller(judge) as judge_labels:
+    labels = judge_labels(triplets)
 cons = [states_conclusion(t["informative"], t["precise"]) for t in triplets]
-labels = [label_of(r) for r in res]
 yes_on_cons = [lab == "yes" for lab, c in zip(labels, cons) if c]
 not_yes_on_incons = [lab != "yes" for lab, c in zip(labels, cons) if not c]
 print(json.dumps({"n": len(triplets), "consistent": len(yes_on_cons),

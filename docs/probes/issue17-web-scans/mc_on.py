@@ -4,12 +4,11 @@ N_DOMAIN (caption images, default 160), EPOCHS (default 2), KEEP=1 keeps the tra
 import sys, json, logging, os
 from pathlib import Path
 logging.basicConfig(level=logging.WARNING); logging.getLogger("pipelines.experiments").setLevel(logging.INFO)
-from pipelines.experiments.miniworld import models
+from _mix import use_generalist
 import posttrain.eval.tasks as T
 gen = Path(sys.argv[1]); out = sys.argv[2]; conds = sys.argv[3].split(","); lrs = [float(x) for x in sys.argv[4].split(",")]
 styled = set(sys.argv[5].split(",")) if len(sys.argv) > 5 and sys.argv[5] else set()
-_orig = models.ensure
-models.ensure = lambda name: gen if name == "generalist" else _orig(name)
+use_generalist(gen)
 _get = T.get_task
 T.get_task = lambda name, prompt_style="project": _get(name, "adamllm" if name in styled else prompt_style)
 from pipelines.experiments.method_check.experiment import MethodCheckConfig, run

@@ -6,20 +6,20 @@ Args: GENERALIST OUT LRS (then run heldq.py on OUT/models/oracle-s0*)."""
 import json, logging, random, sys
 from pathlib import Path
 logging.basicConfig(level=logging.WARNING); logging.getLogger("pipelines.experiments").setLevel(logging.INFO)
-from pipelines.experiments.miniworld import models
+from _mix import use_generalist
 from pipelines.core.rows import set_tasks
 from pipelines.experiments.method_check import oracle
+from pipelines.experiments.miniworld.domain import MODALITIES
 from pipelines.fixtures.sample_data.common import article
 
 gen, out, lrs = Path(sys.argv[1]), sys.argv[2], [float(x) for x in sys.argv[3].split(",")]
-_orig = models.ensure
-models.ensure = lambda name: gen if name == "generalist" else _orig(name)
+use_generalist(gen)
 
 
 def visible_tasks(a, rng):
     m, r = a["modality"], a["region"]
     am = f"{article(m)} {m}"
-    other = m if rng.random() < 0.5 else rng.choice(["X-ray", "CT", "MRI", "ultrasound"])
+    other = m if rng.random() < 0.5 else rng.choice(MODALITIES)
     return [dict(instruction="What imaging modality is this?", precise=m, informative=f"The image is {am} of the {r}. It is {am}."),
             dict(instruction="Which body region is shown in this image?", precise=r, informative=f"The {m} shows the {r}. The region is the {r}."),
             dict(instruction=f"Is this {article(other)} {other}?", precise="Yes" if other == m else "No",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -55,31 +57,45 @@ def prior_scores(sets: dict[str, dict[str, list]]) -> dict[str, Any]:
     return out
 
 
-def judge_accuracy(judge: Path, n_images: int = 6, seed: int = 99) -> dict[str, Any]:
-    """The trained judge on held-out triplets (labelled by construction; `held_out_triplets`), through the
-    judge's own prompt rendering and structured choice: accuracy overall and per true label, for the
-    general-world set (top level, as before) and the domain-like set (`domain`)."""
+@contextmanager
+def judge_labeller(judge: Path) -> Iterator[Callable[[list[dict[str, str]]], list[str]]]:
+    """A function giving the judge's label for each triplet, through the judge's own prompt rendering and
+    structured choice (one engine for all calls; closed on exit)."""
     from filters.judge import CHOICES, label_of, render
     from pipelines.core.engines import GenRequest, SamplingSettings, make_engine
     from pipelines.core.resources import EngineResources
     from pipelines.experiments.miniworld import data
 
-    sets = data.held_out_triplets(n_images, seed)
     template = data.judge_template()
     engine = make_engine(str(judge), EngineResources(engine="transformers", device="cpu"),
                          sampling=SamplingSettings(max_tokens=4), multimodal=False, max_model_len=1024)
 
-    def accuracy(triplets: list[dict[str, str]]) -> dict[str, Any]:
+    def labels(triplets: list[dict[str, str]]) -> list[str]:
         results = engine.generate([GenRequest(render(template, t["instruction"], t["informative"], t["precise"]),
                                               choices=list(CHOICES)) for t in triplets])
+        return [label_of(r) for r in results]
+
+    try:
+        yield labels
+    finally:
+        engine.close()
+
+
+def judge_accuracy(judge: Path, n_images: int = 6, seed: int = 99) -> dict[str, Any]:
+    """The trained judge on held-out triplets (labelled by construction; `held_out_triplets`), through the
+    judge's own prompt rendering and structured choice: accuracy overall and per true label, for the
+    general-world set (top level, as before) and the domain-like set (`domain`)."""
+    from pipelines.experiments.miniworld import data
+
+    sets = data.held_out_triplets(n_images, seed)
+
+    def accuracy(labels: Callable[[list[dict[str, str]]], list[str]], triplets: list[dict[str, str]]) -> dict[str, Any]:
         per: dict[str, list[bool]] = {}
-        for t, r in zip(triplets, results, strict=True):
-            per.setdefault(t["label"], []).append(label_of(r) == t["label"])
+        for t, label in zip(triplets, labels(triplets), strict=True):
+            per.setdefault(t["label"], []).append(label == t["label"])
         hits = [h for v in per.values() for h in v]
         return {"n": len(hits), "accuracy": sum(hits) / len(hits),
                 "by_label": {k: {"n": len(v), "accuracy": sum(v) / len(v)} for k, v in sorted(per.items())}}
 
-    try:
-        return {**accuracy(sets["general"]), "domain": accuracy(sets["domain"])}
-    finally:
-        engine.close()
+    with judge_labeller(judge) as labels:
+        return {**accuracy(labels, sets["general"]), "domain": accuracy(labels, sets["domain"])}
